@@ -1,0 +1,51 @@
+"""fabric-core: scale a plain PyTorch training loop by changing one argument.
+
+Example::
+
+    from fabric_core import Fabric
+
+    fabric = Fabric(accelerator="cpu", devices=1, precision="bf16-mixed")
+    model, optimizer = fabric.setup(model, optimizer)
+    for batch in fabric.setup_dataloaders(loader):
+        loss = model(batch).mean()
+        fabric.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+
+Names are imported on first access, so ``import fabric_core`` costs almost nothing and
+the ``fabric`` command line starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fabric_core.__about__ import __version__
+
+if TYPE_CHECKING:
+    from fabric_core.fabric import Fabric
+    from fabric_core.hookspecs import PLUGIN_API_VERSION, hookimpl
+    from fabric_core.utilities.seed import seed_everything
+
+__all__ = ["PLUGIN_API_VERSION", "Fabric", "__version__", "hookimpl", "seed_everything"]
+
+_LAZY = {
+    "Fabric": "fabric_core.fabric",
+    "seed_everything": "fabric_core.utilities.seed",
+    "hookimpl": "fabric_core.hookspecs",
+    "PLUGIN_API_VERSION": "fabric_core.hookspecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fabric_core' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

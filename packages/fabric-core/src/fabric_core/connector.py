@@ -1,0 +1,269 @@
+"""From ``Fabric(...)`` arguments to one configured strategy.
+
+The connector is a chain of small steps, each documented and tested on its own:
+
+1. :func:`resolve_plugins` sorts ``plugins=[...]`` into precision, checkpoint I/O and
+   cluster environment.
+2. :func:`resolve_accelerator` turns ``accelerator`` into an :class:`Accelerator`.
+3. :func:`resolve_devices` turns ``devices`` into one ``torch.device`` per local process.
+4. :func:`resolve_num_nodes` validates ``num_nodes``.
+5. :func:`resolve_precision` normalises the precision string.
+6. :func:`resolve_strategy` turns ``strategy`` into a :class:`Strategy` instance.
+7. :meth:`Strategy.configure` hands the result to the strategy, which refuses what it
+   cannot honour. The connector never inspects concrete strategy types.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import torch
+
+from fabric_core._registries import ACCELERATOR_REGISTRY, PRECISION_REGISTRY, STRATEGY_REGISTRY
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.environments.detect import detect_environment
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.precision.precision import Precision
+from fabric_core.registry import UnknownNameError
+from fabric_core.strategies.config import StrategyConfig
+from fabric_core.strategies.strategy import Strategy
+from fabric_core.utilities.device_parser import parse_devices
+
+__all__ = [
+    "LEGACY_PRECISION",
+    "ResolvedPlugins",
+    "connect",
+    "resolve_accelerator",
+    "resolve_devices",
+    "resolve_num_nodes",
+    "resolve_plugins",
+    "resolve_precision",
+    "resolve_strategy",
+]
+
+LEGACY_PRECISION: Final[dict[object, str]] = {
+    32: "32-true",
+    "32": "32-true",
+    64: "64-true",
+    "64": "64-true",
+    16: "16-mixed",
+    "16": "16-mixed",
+    "bf16": "bf16-mixed",
+}
+"""Old precision spellings and the strings that replace them."""
+
+DEFAULT_PRECISION: Final = "32-true"
+MULTI_PROCESS_STRATEGY: Final = "ddp"
+
+
+@dataclass(frozen=True)
+class ResolvedPlugins:
+    """The objects of ``plugins=[...]``, sorted by kind."""
+
+    precision: Precision | None = None
+    checkpoint_io: CheckpointIO | None = None
+    cluster_environment: ClusterEnvironment | None = None
+
+
+def resolve_plugins(plugins: Any) -> ResolvedPlugins:
+    """Sort ``plugins`` (one object or a list) into at most one of each kind.
+
+    Raises:
+        TypeError: An object is of no known kind, or a kind appears twice.
+    """
+    if plugins is None:
+        return ResolvedPlugins()
+    items = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    found: dict[str, Any] = {}
+    kinds = (("precision", Precision), ("checkpoint_io", CheckpointIO), ("cluster_environment", ClusterEnvironment))
+    for item in items:
+        for kind, base in kinds:
+            if isinstance(item, base):
+                if kind in found:
+                    raise TypeError(
+                        f"plugins= holds two {base.__name__} objects ({found[kind]!r} and {item!r}); pass one."
+                    )
+                found[kind] = item
+                break
+        else:
+            raise TypeError(
+                f"plugins= got {item!r}, which is not a Precision, CheckpointIO or ClusterEnvironment. "
+                "Pass strategies with strategy= and accelerators with accelerator=."
+            )
+    return ResolvedPlugins(**found)
+
+
+def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | None = None) -> Accelerator:
+    """The accelerator for ``Fabric(accelerator=...)``.
+
+    ``"auto"`` takes the strategy's preferred accelerator when it has one, else the
+    available registered accelerator with the lowest ``auto_priority`` (CUDA, then MPS,
+    then the CPU).
+
+    Raises:
+        UnknownNameError: No accelerator has that name (the message lists them).
+        RuntimeError: The accelerator exists but this machine has no such device.
+        TypeError: ``accelerator`` is neither a string nor an ``Accelerator``.
+    """
+    if isinstance(accelerator, Accelerator):
+        return accelerator
+    if not isinstance(accelerator, str):
+        raise TypeError(
+            f"accelerator={accelerator!r} must be a name ('cpu', 'cuda', 'auto', ...) or an Accelerator instance."
+        )
+    name = accelerator.lower()
+    if name == "auto":
+        if strategy_default is not None:
+            return ACCELERATOR_REGISTRY.get(strategy_default)
+        candidates = []
+        for entry in ACCELERATOR_REGISTRY.entries():
+            cls = ACCELERATOR_REGISTRY.get_class(entry.name)
+            if cls.auto_priority is not None:
+                candidates.append((cls.auto_priority, entry.name, cls))
+        for _, candidate, cls in sorted(candidates, key=lambda c: c[0]):
+            if cls.is_available():
+                return ACCELERATOR_REGISTRY.get(candidate)
+        return ACCELERATOR_REGISTRY.get("cpu")
+    cls = ACCELERATOR_REGISTRY.get_class(name)
+    if not cls.is_available():
+        raise RuntimeError(
+            f"Fabric(accelerator='{accelerator}') was requested, but this machine has no such device. "
+            "Use accelerator='cpu', or 'auto' to pick what is available."
+        )
+    return ACCELERATOR_REGISTRY.get(name)
+
+
+def resolve_devices(devices: int | str | Sequence[int], accelerator: Accelerator) -> list[torch.device]:
+    """One device per process on this node, for ``Fabric(devices=...)``.
+
+    Raises:
+        ValueError: ``devices`` is malformed (0, -3, "abc", ...) or asks for more devices
+            than the machine has.
+    """
+    return accelerator.parallel_devices(parse_devices(devices))
+
+
+def resolve_num_nodes(num_nodes: int) -> int:
+    """Validate ``Fabric(num_nodes=...)``.
+
+    Raises:
+        ValueError: ``num_nodes`` is not a positive integer.
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ValueError(f"num_nodes={num_nodes!r} is not valid: pass the number of machines, an integer >= 1.")
+    return num_nodes
+
+
+def resolve_precision(precision: str | int | None) -> str:
+    """The precision string for ``Fabric(precision=...)`` (``"32-true"`` when ``None``).
+
+    Legacy spellings (``32``, ``16``, ``"bf16"``, ...) are translated with a warning.
+
+    Raises:
+        ValueError: The precision is not registered (the message lists the valid ones).
+    """
+    if precision is None:
+        return DEFAULT_PRECISION
+    if precision in LEGACY_PRECISION:
+        replacement = LEGACY_PRECISION[precision]
+        warnings.warn(
+            f"precision={precision!r} is a legacy spelling; use precision='{replacement}' instead.",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return replacement
+    if isinstance(precision, str) and precision in PRECISION_REGISTRY:
+        return precision
+    raise ValueError(
+        f"precision={precision!r} is not supported. Choose one of: {', '.join(PRECISION_REGISTRY.available())}."
+    )
+
+
+def resolve_strategy(strategy: str | Strategy, total_processes: int) -> Strategy:
+    """The strategy for ``Fabric(strategy=...)``.
+
+    ``"auto"`` is ``"single_device"`` for one process and ``"ddp"`` for more.
+
+    Raises:
+        UnknownNameError: No strategy has that name; the message lists the names and, for
+            a first-party name, the distribution to install.
+        TypeError: ``strategy`` is neither a name nor a ``Strategy``.
+    """
+    if isinstance(strategy, Strategy):
+        return strategy
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy={strategy!r} must be a strategy name ('ddp', 'fsdp', ...) or a Strategy instance.")
+    if strategy != "auto":
+        return STRATEGY_REGISTRY.get(strategy)
+    if total_processes == 1:
+        return STRATEGY_REGISTRY.get("single_device")
+    try:
+        return STRATEGY_REGISTRY.get(MULTI_PROCESS_STRATEGY)
+    except UnknownNameError as error:
+        raise UnknownNameError(
+            f"{total_processes} processes need a multi-process strategy, and strategy='auto' picks "
+            f"'{MULTI_PROCESS_STRATEGY}'. {error}"
+        ) from None
+
+
+def connect(
+    accelerator: str | Accelerator = "auto",
+    strategy: str | Strategy = "auto",
+    devices: int | str | Sequence[int] = "auto",
+    num_nodes: int = 1,
+    precision: str | int | None = None,
+    plugins: Any = None,
+    explicit: dict[str, object] | None = None,
+) -> Strategy:
+    """Run every resolution step and return the configured strategy.
+
+    Args:
+        accelerator: As ``Fabric(accelerator=...)``.
+        strategy: As ``Fabric(strategy=...)``.
+        devices: As ``Fabric(devices=...)``.
+        num_nodes: As ``Fabric(num_nodes=...)``.
+        precision: As ``Fabric(precision=...)``.
+        plugins: As ``Fabric(plugins=...)``.
+        explicit: The arguments the user set explicitly, used to detect conflicts with a
+            strategy instance.
+    """
+    resolved_plugins = resolve_plugins(plugins)
+    if resolved_plugins.precision is not None and precision is not None:
+        raise ValueError(
+            f"Fabric(precision={precision!r}) was combined with the precision plugin {resolved_plugins.precision!r} "
+            "in plugins=[...]. Pass one of them."
+        )
+    if accelerator == "auto" and isinstance(strategy, Strategy) and strategy._accelerator is not None:
+        accelerator = strategy._accelerator
+    strategy_default = _default_accelerator_of(strategy)
+    accelerator_obj = resolve_accelerator(accelerator, strategy_default)
+    parallel_devices = resolve_devices(devices, accelerator_obj)
+    nodes = resolve_num_nodes(num_nodes)
+    precision_name = resolve_precision(precision)
+    strategy_obj = resolve_strategy(strategy, len(parallel_devices) * nodes)
+    environment = resolved_plugins.cluster_environment or detect_environment()
+    strategy_obj.configure(
+        StrategyConfig(
+            accelerator=accelerator_obj,
+            parallel_devices=parallel_devices,
+            num_nodes=nodes,
+            cluster_environment=environment,
+            precision=precision_name,
+            precision_plugin=resolved_plugins.precision,
+            checkpoint_io=resolved_plugins.checkpoint_io,
+            explicit=dict(explicit or {}),
+        )
+    )
+    return strategy_obj
+
+
+def _default_accelerator_of(strategy: str | Strategy) -> str | None:
+    if isinstance(strategy, Strategy):
+        return strategy.default_accelerator
+    if isinstance(strategy, str) and strategy != "auto":
+        return STRATEGY_REGISTRY.get_class(strategy).default_accelerator  # type: ignore[attr-defined,no-any-return]
+    return None

@@ -1,0 +1,549 @@
+"""The ``Fabric`` facade: the only object a training loop talks to."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.connector import connect
+from fabric_core.strategies.strategy import Strategy
+from fabric_core.utilities.apply_func import apply_to_tensors
+from fabric_core.utilities.data import with_distributed_sampler
+from fabric_core.utilities.seed import seed_everything as _seed_everything
+from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer, unwrap
+
+__all__ = ["Fabric"]
+
+_T = TypeVar("_T")
+_DEFAULTS: dict[str, Any] = {
+    "accelerator": "auto",
+    "strategy": "auto",
+    "devices": "auto",
+    "num_nodes": 1,
+    "precision": None,
+    "plugins": None,
+}
+
+
+class Fabric:
+    """Runs a plain PyTorch training loop on any device, strategy and precision.
+
+    Build it once, set up the model, optimizers and loaders, and keep the loop as it is::
+
+        fabric = Fabric(accelerator="cpu", devices=1, precision="bf16-mixed")
+        fabric.launch()
+        model, optimizer = fabric.setup(model, optimizer)
+        loader = fabric.setup_dataloaders(loader)
+        for batch in loader:
+            loss = model(batch).mean()
+            fabric.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+
+    Args:
+        accelerator: ``"cpu"``, ``"cuda"`` (or ``"gpu"``), ``"mps"``, a plugin's name, an
+            :class:`Accelerator`, or ``"auto"`` (the best available).
+        strategy: A registered name (``"ddp"``, ``"fsdp"``, ``"deepspeed_stage_3"``, ... see
+            ``fabric strategies``), a :class:`Strategy` instance, or ``"auto"``
+            (one device: ``single_device``; several: ``ddp``).
+        devices: Devices per node: a count, ``-1`` for all, a list of indices, a string
+            (``"2"``, ``"0,1"``), or ``"auto"``.
+        num_nodes: The number of machines.
+        precision: ``"32-true"`` (default), ``"64-true"``, ``"16-true"``, ``"bf16-true"``,
+            ``"16-mixed"`` or ``"bf16-mixed"``.
+        plugins: A precision plugin, a :class:`~fabric_core.io.CheckpointIO` and/or a
+            cluster environment, to use instead of the defaults.
+        callbacks: Objects whose methods :meth:`call` invokes by name.
+        loggers: Objects with ``log_metrics(metrics, step)``, used by :meth:`log`.
+
+    Raises:
+        ValueError, TypeError, UnknownNameError: One message per bad argument, saying what
+            was wrong and what to pass instead.
+    """
+
+    def __init__(
+        self,
+        accelerator: str | Accelerator = "auto",
+        strategy: str | Strategy = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        num_nodes: int = 1,
+        precision: str | int | None = None,
+        plugins: Any = None,
+        callbacks: Any = None,
+        loggers: Any = None,
+    ) -> None:
+        arguments = {
+            "accelerator": accelerator,
+            "strategy": strategy,
+            "devices": devices,
+            "num_nodes": num_nodes,
+            "precision": precision,
+            "plugins": plugins,
+        }
+        explicit = {name: value for name, value in arguments.items() if value != _DEFAULTS[name]}
+        self._strategy: Strategy = connect(**arguments, explicit=explicit)
+        self._callbacks = _as_list(callbacks)
+        self._loggers = _as_list(loggers)
+        self._set_up_modules: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._backward_module: nn.Module | None = None
+        self._module_count = 0
+        self._environment_ready = False
+        self._launched = False
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy running this loop."""
+        return self._strategy
+
+    @property
+    def accelerator(self) -> Accelerator:
+        """The accelerator of the strategy."""
+        return self._strategy.accelerator
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process computes on."""
+        return self._strategy.root_device
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes (0 for a single process)."""
+        return self._strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine."""
+        return self._strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        """The rank of this process's machine."""
+        return self._strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes in the run."""
+        return self._strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this is the process of global rank 0."""
+        return self._strategy.is_global_zero
+
+    @property
+    def loggers(self) -> list[Any]:
+        """The loggers passed to the constructor."""
+        return list(self._loggers)
+
+    @property
+    def logger(self) -> Any:
+        """The first logger.
+
+        Raises:
+            RuntimeError: No logger was given.
+        """
+        if not self._loggers:
+            raise RuntimeError("This Fabric has no logger; pass Fabric(loggers=[...]).")
+        return self._loggers[0]
+
+    # -- launching ----------------------------------------------------------------------
+
+    def launch(self, function: Callable[..., _T] | None = None, *args: Any, **kwargs: Any) -> _T | None:
+        """Start the processes of the run and prepare this one.
+
+        Without ``function``, every process continues the script after this call. With
+        ``function``, it is called as ``function(fabric, *args, **kwargs)`` in every
+        process and rank 0's return value is returned.
+
+        Raises:
+            TypeError: ``function`` is not callable.
+        """
+        if function is not None and not callable(function):
+            raise TypeError(f"fabric.launch() expects a function to run in each process, got {function!r}.")
+        self._launched = True
+        launcher = self._strategy.launcher
+        if launcher is None:
+            return self._run_in_process(function, *args, **kwargs)
+        return launcher.launch(self._run_in_process, function, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def _run_in_process(self, function: Callable[..., _T] | None, *args: Any, **kwargs: Any) -> _T | None:
+        self._ensure_environment()
+        if function is None:
+            return None
+        return function(self, *args, **kwargs)
+
+    def _ensure_environment(self) -> None:
+        if not self._environment_ready:
+            self._strategy.setup_environment()
+            self._environment_ready = True
+
+    # -- set-up -------------------------------------------------------------------------
+
+    @overload
+    def setup(self, module: nn.Module, *, move_to_device: bool = True) -> FabricModule: ...
+
+    @overload
+    def setup(
+        self, module: nn.Module, *optimizers: Optimizer, move_to_device: bool = True
+    ) -> tuple[Any, ...]: ...
+
+    def setup(self, module: nn.Module, *optimizers: Optimizer, move_to_device: bool = True) -> Any:
+        """Set up a model and its optimizers for the strategy, precision and device.
+
+        Args:
+            module: The model.
+            *optimizers: Optimizers of the model's parameters.
+            move_to_device: Move the model to ``fabric.device`` (set ``False`` when it was
+                created there with :meth:`init_module`).
+
+        Returns:
+            The wrapped model alone, or a tuple ``(model, *optimizers)``.
+
+        Raises:
+            TypeError: ``module`` is not an ``nn.Module`` or an optimizer is not an ``Optimizer``.
+            ValueError: The model or an optimizer was already set up.
+        """
+        self._check_module(module)
+        for optimizer in optimizers:
+            self._check_optimizer(optimizer)
+        self._ensure_environment()
+        original = module
+        module = self._strategy.precision.convert_module(module)
+        if move_to_device:
+            self._strategy.module_to_device(module)
+        if optimizers:
+            forward_module, strategy_optimizers = self._strategy.setup_module_and_optimizers(module, list(optimizers))
+        else:
+            forward_module, strategy_optimizers = self._strategy.setup_module(module), []
+        wrapped = self._register_module(forward_module, original)
+        if not optimizers:
+            return wrapped
+        return (wrapped, *(FabricOptimizer(o, self._strategy) for o in strategy_optimizers))
+
+    def setup_module(self, module: nn.Module, move_to_device: bool = True) -> FabricModule:
+        """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`)."""
+        self._check_module(module)
+        self._ensure_environment()
+        original = module
+        module = self._strategy.precision.convert_module(module)
+        if move_to_device:
+            self._strategy.module_to_device(module)
+        return self._register_module(self._strategy.setup_module(module), original)
+
+    def setup_optimizers(self, *optimizers: Optimizer) -> Any:
+        """Set up optimizers whose model was set up with :meth:`setup_module`.
+
+        Returns:
+            One optimizer, or a tuple when several were given.
+        """
+        if not optimizers:
+            raise TypeError("fabric.setup_optimizers() needs at least one optimizer.")
+        for optimizer in optimizers:
+            self._check_optimizer(optimizer)
+        wrapped = tuple(FabricOptimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers)
+        return wrapped[0] if len(wrapped) == 1 else wrapped
+
+    def setup_dataloaders(
+        self, *dataloaders: DataLoader, use_distributed_sampler: bool = True, move_to_device: bool = True
+    ) -> Any:
+        """Set up data loaders: shard them across processes and move batches to the device.
+
+        Args:
+            *dataloaders: The loaders.
+            use_distributed_sampler: With several processes, replace the sampler with a
+                ``DistributedSampler`` so each process reads its own shard (shuffling is kept).
+            move_to_device: Move each batch to ``fabric.device``.
+
+        Returns:
+            One loader, or a tuple when several were given.
+        """
+        if not dataloaders:
+            raise TypeError("fabric.setup_dataloaders() needs at least one DataLoader.")
+        self._ensure_environment()
+        wrapped = []
+        for loader in dataloaders:
+            if isinstance(loader, FabricDataLoader):
+                raise ValueError("This data loader was already set up; use the loader setup_dataloaders returned.")
+            if not isinstance(loader, DataLoader):
+                raise TypeError(f"setup_dataloaders() expects torch.utils.data.DataLoader objects, got {type(loader).__name__}.")
+            sampler_kwargs = self._strategy.distributed_sampler_kwargs
+            if use_distributed_sampler and sampler_kwargs is not None and self.world_size > 1:
+                loader = with_distributed_sampler(loader, **sampler_kwargs)
+            device = self.device if move_to_device else None
+            wrapped.append(FabricDataLoader(loader, device, self._strategy))
+        return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
+
+    def _register_module(self, forward_module: nn.Module, original: nn.Module) -> FabricModule:
+        wrapped = FabricModule(forward_module, self._strategy, original)
+        self._set_up_modules.add(original)
+        self._module_count += 1
+        self._backward_module = forward_module if self._module_count == 1 else None
+        return wrapped
+
+    def _check_module(self, module: Any) -> None:
+        if isinstance(module, FabricModule):
+            raise ValueError(
+                "This model was already set up with fabric.setup(); pass it to the loop as it is, "
+                "or set up the original model once."
+            )
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"fabric.setup() expects a torch.nn.Module first, got {type(module).__name__}.")
+        if module in self._set_up_modules:
+            raise ValueError(
+                f"The model {type(module).__name__} was already set up with this Fabric. Use the object that "
+                "fabric.setup() returned instead of setting it up again."
+            )
+
+    @staticmethod
+    def _check_optimizer(optimizer: Any) -> None:
+        if isinstance(optimizer, FabricOptimizer):
+            raise ValueError("This optimizer was already set up with fabric.setup(); use it as it is.")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"fabric.setup() expects torch.optim.Optimizer objects after the model, got {type(optimizer).__name__}."
+            )
+
+    # -- training step ------------------------------------------------------------------
+
+    def backward(self, tensor: torch.Tensor, *args: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
+        """Replace ``loss.backward()``: scales the loss for mixed precision and lets the strategy act.
+
+        Args:
+            tensor: The loss.
+            *args: Passed to ``Tensor.backward``.
+            model: The model the loss came from; needed only when several models were set
+                up and the strategy needs to know which (DeepSpeed).
+            **kwargs: Passed to ``Tensor.backward``.
+
+        Raises:
+            ValueError: ``tensor`` does not require a gradient.
+        """
+        if not tensor.requires_grad:
+            raise ValueError(
+                "fabric.backward() got a tensor that does not require grad, so there is nothing to "
+                "differentiate. It was computed under torch.no_grad() or inference_mode(), from detached "
+                "tensors, or by a model whose parameters all have requires_grad=False."
+            )
+        module = unwrap(model) if model is not None else self._backward_module
+        self._strategy.backward(tensor, module, *args, **kwargs)
+
+    def clip_gradients(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        clip_val: float | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
+    ) -> torch.Tensor | None:
+        """Clip gradients by value (``clip_val``) or by total norm (``max_norm``), after unscaling.
+
+        Returns:
+            The total norm before clipping when ``max_norm`` is given, else ``None``.
+
+        Raises:
+            ValueError: Neither or both of ``clip_val`` and ``max_norm`` were given.
+        """
+        if (clip_val is None) == (max_norm is None):
+            raise ValueError("fabric.clip_gradients() needs exactly one of clip_val= or max_norm=.")
+        forward_module, raw_optimizer = unwrap(module), unwrap(optimizer)
+        if max_norm is not None:
+            return self._strategy.clip_gradients_norm(
+                forward_module, raw_optimizer, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
+            )
+        self._strategy.clip_gradients_value(forward_module, raw_optimizer, clip_val)  # type: ignore[arg-type]
+        return None
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The precision's forward context, for computations outside the set-up model's forward."""
+        return self._strategy.precision.forward_context()
+
+    def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> AbstractContextManager[Any]:
+        """Skip gradient synchronisation in the backward passes inside the block.
+
+        Use it for gradient accumulation: only the last micro-batch's backward (outside the
+        block) communicates. With one process it does nothing.
+
+        Raises:
+            TypeError: ``module`` was not set up with this Fabric.
+        """
+        if not isinstance(module, FabricModule):
+            raise TypeError(
+                "fabric.no_backward_sync() needs the model returned by fabric.setup(), "
+                f"got {type(module).__name__}."
+            )
+        return self._strategy.no_backward_sync(module._forward_module, enabled)
+
+    # -- devices and collectives --------------------------------------------------------
+
+    def to_device(self, obj: _T) -> _T:
+        """Move a module, a tensor, or every tensor in a collection to ``fabric.device``."""
+        if isinstance(obj, nn.Module):
+            self._strategy.module_to_device(obj)
+            return obj
+        return self._strategy.batch_to_device(obj)  # type: ignore[no-any-return]
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on global rank 0 only."""
+        if self.is_global_zero:
+            print(*args, **kwargs)
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this call."""
+        self._ensure_environment()
+        self._strategy.barrier(name=name)
+
+    def broadcast(self, obj: _T, src: int = 0) -> _T:
+        """Send ``obj`` from process ``src`` to every process and return it."""
+        self._ensure_environment()
+        return self._strategy.broadcast(obj, src=src)
+
+    def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
+        """Gather tensors from every process: each tensor gets a leading ``world_size`` dimension.
+
+        Works on a tensor or on every tensor in a collection. With ``sync_grads=True``
+        gradients flow back through the gather.
+        """
+        self._ensure_environment()
+        return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))
+
+    def all_reduce(self, data: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
+        """Reduce tensors across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
+        self._ensure_environment()
+        return apply_to_tensors(data, lambda t: self._strategy.reduce(t, group=group, reduce_op=reduce_op))
+
+    @contextmanager
+    def rank_zero_first(self, local: bool = False) -> Generator[None, None, None]:
+        """Run the block on rank 0 first, then on the other processes (e.g. to download once).
+
+        Args:
+            local: Order by rank on each machine instead of globally.
+        """
+        self._ensure_environment()
+        rank = self.local_rank if local else self.global_rank
+        if rank > 0:
+            self.barrier("rank_zero_first")
+        yield
+        if rank == 0:
+            self.barrier("rank_zero_first")
+
+    # -- initialisation -----------------------------------------------------------------
+
+    def init_module(self, empty_init: bool | None = None) -> AbstractContextManager[Any]:
+        """A context that creates models on the device, in the precision's dtype.
+
+        Args:
+            empty_init: Skip weight initialisation, for weights loaded right afterwards
+                (sharding strategies may also create the model on the meta device).
+        """
+        self._ensure_environment()
+        return self._strategy.module_init_context(empty_init=empty_init)
+
+    def init_tensor(self) -> AbstractContextManager[Any]:
+        """A context that creates tensors on the device, in the precision's dtype."""
+        self._ensure_environment()
+        return self._strategy.tensor_init_context()
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
+        """Save models, optimizers and any other state to ``path``.
+
+        Example: ``fabric.save("ckpt.pt", {"model": model, "optimizer": optimizer, "step": step})``.
+        The file is written atomically: an error mid-write leaves a previous checkpoint intact.
+        """
+        self._ensure_environment()
+        self._strategy.save_checkpoint(path, _unwrap_state(state), filter=filter)
+        self._strategy.barrier()
+
+    def load(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Restore a checkpoint written by :meth:`save` into the objects in ``state``.
+
+        Models, optimizers and objects with ``load_state_dict`` are restored in place; any
+        other entry of ``state`` is replaced by the saved value.
+
+        Returns:
+            The checkpoint entries that ``state`` did not name (the whole checkpoint when
+            ``state`` is ``None``).
+        """
+        self._ensure_environment()
+        unwrapped = _unwrap_state(state) if state is not None else None
+        remainder = self._strategy.load_checkpoint(path, unwrapped, strict=strict, weights_only=weights_only)
+        if state is not None and unwrapped is not None:
+            for key, value in unwrapped.items():
+                if not isinstance(state[key], (nn.Module, Optimizer, FabricOptimizer)) and not callable(
+                    getattr(state[key], "load_state_dict", None)
+                ):
+                    state[key] = value
+        return remainder
+
+    def load_raw(self, path: str | Path, obj: nn.Module | Optimizer, strict: bool = True) -> None:
+        """Load a plain state-dict file (e.g. from ``torch.save(model.state_dict())``) into ``obj``."""
+        self._ensure_environment()
+        self._strategy.load_checkpoint(path, unwrap(obj), strict=strict)
+
+    # -- callbacks and loggers ----------------------------------------------------------
+
+    def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``hook_name(*args, **kwargs)`` on every callback that defines it."""
+        for callback in self._callbacks:
+            method = getattr(callback, hook_name, None)
+            if callable(method):
+                method(*args, **kwargs)
+
+    def log(self, name: str, value: Any, step: int | None = None) -> None:
+        """Send one metric to every logger."""
+        self.log_dict({name: value}, step=step)
+
+    def log_dict(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Send several metrics to every logger (scalar tensors become Python numbers)."""
+        metrics = apply_to_tensors(metrics, lambda t: t.item() if t.numel() == 1 else t)
+        for logger in self._loggers:
+            logger.log_metrics(metrics=metrics, step=step)
+
+    @staticmethod
+    def seed_everything(seed: int | None = None, workers: bool = False) -> int:
+        """Seed every random generator; see :func:`fabric_core.seed_everything`."""
+        return _seed_everything(seed, workers=workers)
+
+    def __repr__(self) -> str:
+        return f"Fabric(strategy={self._strategy!r})"
+
+
+def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(state, dict):
+        raise TypeError(
+            f"The state must be a dict of names to objects, got {type(state).__name__}. "
+            "Example: {'model': model, 'optimizer': optimizer, 'step': step}."
+        )
+    return {key: unwrap(value) for key, value in state.items()}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return list(value)
+    return [value]

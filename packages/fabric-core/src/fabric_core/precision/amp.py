@@ -1,0 +1,86 @@
+"""The ``16-mixed`` and ``bf16-mixed`` precision plugins (automatic mixed precision)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fabric_core.precision.precision import Precision
+from fabric_core.utilities.apply_func import convert_floating_tensors
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class MixedPrecision(Precision):
+    """float32 weights with the forward pass under ``torch.autocast``.
+
+    With float16, the loss is multiplied by a dynamic scale before backward so small
+    gradients do not underflow; the optimizer step unscales them and is skipped when
+    they overflowed (``torch.amp.GradScaler``). bfloat16 has float32's range and needs
+    no scaling.
+
+    Args:
+        dtype: ``"float16"`` (``16-mixed``) or ``"bfloat16"`` (``bf16-mixed``).
+        device_type: The device type autocast runs on (``"cpu"``, ``"cuda"``, ...).
+        scaler: A ``torch.amp.GradScaler`` to use instead of the default (float16 only).
+    """
+
+    def __init__(
+        self, dtype: str = "bfloat16", device_type: str = "cpu", scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        super().__init__(device_type)
+        if dtype not in _DTYPES:
+            raise ValueError(f"MixedPrecision(dtype={dtype!r}) is not supported; use 'float16' or 'bfloat16'.")
+        if scaler is not None and dtype == "bfloat16":
+            raise ValueError("A gradient scaler is only used with float16; bfloat16 mixed precision needs none.")
+        if not torch.amp.autocast_mode.is_autocast_available(device_type):
+            raise ValueError(f"torch.autocast does not support the device type '{device_type}'.")
+        self.dtype = _DTYPES[dtype]
+        self.precision = "16-mixed" if dtype == "float16" else "bf16-mixed"
+        if scaler is None and dtype == "float16":
+            scaler = torch.amp.GradScaler(device_type)
+        self.scaler = scaler
+
+    def forward_context(self) -> AbstractContextManager[Any]:
+        """Autocast to the mixed dtype."""
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def tensor_init_context(self) -> AbstractContextManager[Any]:
+        """Weights stay float32: nothing changes at initialisation."""
+        return super().tensor_init_context()
+
+    def convert_output(self, data: Any) -> Any:
+        """Return floating outputs as float32, so losses computed outside autocast are exact."""
+        return convert_floating_tensors(data, torch.get_default_dtype())
+
+    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
+        """Backward from the scaled loss when a scaler is used."""
+        if self.scaler is not None:
+            tensor = self.scaler.scale(tensor)
+        tensor.backward(*args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Unscale, step unless gradients overflowed, and update the loss scale."""
+        if self.scaler is None:
+            return optimizer.step(**kwargs)
+        result = self.scaler.step(optimizer, **kwargs)
+        self.scaler.update()
+        return result
+
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        """Divide the gradients by the loss scale (once per step)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scaler's state."""
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the scaler's state."""
+        if self.scaler is not None and state_dict:
+            self.scaler.load_state_dict(state_dict)

@@ -1,0 +1,353 @@
+"""Name → class registries that load their classes lazily.
+
+A registry maps a name (``"ddp"``) to a target, which is either a class or a
+``"module:Class"`` path. Paths are imported only when the name is built, so a plugin can
+register ``"fabric_deepspeed.strategy:DeepSpeedStrategy"`` without importing deepspeed.
+
+This module does not import torch: the command line lists registries without it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+__all__ = ["DuplicateNameError", "Registry", "RegistryEntry", "RegistryError", "UnknownNameError"]
+
+_T = TypeVar("_T")
+
+DIRECT_PROVIDER = "(registered in code)"
+"""The provider recorded for names registered directly rather than through a plugin."""
+
+
+class RegistryError(ValueError):
+    """A registry was asked for something it cannot do."""
+
+
+class UnknownNameError(RegistryError, LookupError):
+    """A name was asked for that nothing registered."""
+
+
+class DuplicateNameError(RegistryError):
+    """A name was registered twice without ``override=True``."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered name.
+
+    Attributes:
+        name: The name users pass, e.g. ``"ddp"``.
+        target: The class, or a ``"module:Class"`` path imported on first use.
+        description: One line shown by ``fabric strategies``.
+        init_params: Keyword arguments passed to the class when the name is built.
+        provider: The distribution that registered the name (``"fabric-ddp"``), or
+            :data:`DIRECT_PROVIDER` for names registered in code.
+        requires: Import names that must be installed for the target to be built
+            (the target's own module is always checked).
+    """
+
+    name: str
+    target: type | str
+    description: str = ""
+    init_params: Mapping[str, Any] = field(default_factory=dict)
+    provider: str = DIRECT_PROVIDER
+    requires: tuple[str, ...] = ()
+
+    @property
+    def target_path(self) -> str:
+        """The target as a ``"module:Class"`` string."""
+        if isinstance(self.target, str):
+            return self.target
+        return f"{self.target.__module__}:{self.target.__qualname__}"
+
+    def missing_requirements(self) -> list[str]:
+        """Import names this entry needs that are not installed (nothing is imported)."""
+        module = self.target_path.partition(":")[0]
+        needed = (module.partition(".")[0], *self.requires)
+        return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+class Registry:
+    """A registry of names for one kind of component (strategy, accelerator, ...).
+
+    Args:
+        kind: The singular noun used in messages, e.g. ``"strategy"``.
+        plural: The plural noun, e.g. ``"strategies"``.
+        hints: Names that a first-party distribution provides when installed, mapped to
+            that distribution; an unknown name found here tells the user what to install.
+    """
+
+    def __init__(self, kind: str, plural: str, hints: Mapping[str, str] | None = None) -> None:
+        self.kind = kind
+        self.plural = plural
+        self._hints = dict(hints or {})
+        self._entries: dict[str, RegistryEntry] = {}
+        self._classes: dict[str, type] = {}
+        self._provider = DIRECT_PROVIDER
+        self._discovered = False
+        self._lock = threading.RLock()
+
+    # -- registration -------------------------------------------------------------------
+
+    @overload
+    def register(
+        self,
+        name: str,
+        target: None = None,
+        description: str | None = None,
+        override: bool = False,
+        *,
+        requires: tuple[str, ...] = (),
+        **init_params: Any,
+    ) -> Callable[[_T], _T]: ...
+
+    @overload
+    def register(
+        self,
+        name: str,
+        target: type | str,
+        description: str | None = None,
+        override: bool = False,
+        *,
+        requires: tuple[str, ...] = (),
+        **init_params: Any,
+    ) -> type | str: ...
+
+    def register(
+        self,
+        name: str,
+        target: type | str | None = None,
+        description: str | None = None,
+        override: bool = False,
+        *,
+        requires: tuple[str, ...] = (),
+        **init_params: Any,
+    ) -> Any:
+        """Register ``name`` for a class or a ``"module:Class"`` path.
+
+        Called without ``target`` it returns a class decorator::
+
+            @STRATEGY_REGISTRY.register("my_ddp", description="DDP with my tweaks")
+            class MyDDP(ParallelStrategy): ...
+
+        Args:
+            name: The name users pass to ``Fabric``.
+            target: The class, or the dotted path of a class imported on first use.
+            description: One line for listings; defaults to the class docstring's first line.
+            override: Replace an existing registration instead of raising.
+            requires: Extra import names the class needs, used to report whether the
+                name can be built on this machine without importing anything.
+            **init_params: Keyword arguments passed to the class when the name is built.
+
+        Raises:
+            TypeError: ``name`` is not a string or ``target`` is not a class or path.
+            DuplicateNameError: ``name`` is registered already and ``override`` is false.
+        """
+        if target is None:
+
+            def decorator(cls: _T) -> _T:
+                self.register(name, cls, description, override, requires=requires, **init_params)  # type: ignore[arg-type]
+                return cls
+
+            return decorator
+
+        self._check_name(name)
+        if isinstance(target, str):
+            if target.count(":") != 1 or not all(target.partition(":")[::2]):
+                raise TypeError(
+                    f"The {self.kind} '{name}' must be registered with a class or a 'module:Class' "
+                    f"path, got {target!r}."
+                )
+        elif not isinstance(target, type):
+            raise TypeError(
+                f"The {self.kind} '{name}' must be registered with a class or a 'module:Class' path, "
+                f"got an instance of {type(target).__name__}. Register the class and pass its "
+                "arguments as keyword arguments: register(name, MyClass, arg=value)."
+            )
+        with self._lock:
+            existing = self._entries.get(name)
+            if existing is not None and not override:
+                raise DuplicateNameError(
+                    f"The {self.kind} '{name}' is already registered by {existing.provider} "
+                    f"({existing.target_path}). Choose another name, or pass override=True to replace it."
+                )
+            if description is None:
+                description = _first_doc_line(target)
+            self._entries[name] = RegistryEntry(
+                name, target, description, dict(init_params), self._provider, tuple(requires)
+            )
+            self._classes.pop(name, None)
+        return target
+
+    def remove(self, name: str) -> None:
+        """Remove a registered name.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered.
+        """
+        self._ensure_discovered()
+        with self._lock:
+            if name not in self._entries:
+                raise self._unknown(name)
+            del self._entries[name]
+            self._classes.pop(name, None)
+
+    @contextmanager
+    def registering_for(self, provider: str) -> Iterator[None]:
+        """Record ``provider`` as the source of every name registered inside the block."""
+        with self._lock:
+            previous, self._provider = self._provider, provider
+            try:
+                yield
+            finally:
+                self._provider = previous
+
+    # -- lookup -------------------------------------------------------------------------
+
+    def entry(self, name: str) -> RegistryEntry:
+        """The registration of ``name``.
+
+        Raises:
+            UnknownNameError: With the available names, and the distribution to install
+                when a first-party plugin provides ``name``.
+        """
+        self._ensure_discovered()
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise self._unknown(name) from None
+
+    def get_class(self, name: str) -> type:
+        """The class registered as ``name``, importing its module if needed."""
+        cls = self._classes.get(name)
+        if cls is not None:
+            return cls
+        entry = self.entry(name)
+        cls = _import_target(entry, self.kind)
+        self._classes[name] = cls
+        return cls
+
+    def get(self, name: str, **overrides: Any) -> Any:
+        """Build the component registered as ``name``.
+
+        The registered init parameters are passed to the class, updated by ``overrides``.
+        """
+        cls = self.get_class(name)
+        params = {**self._entries[name].init_params, **overrides}
+        return cls(**params)
+
+    def available(self) -> list[str]:
+        """The registered names, in registration order."""
+        self._ensure_discovered()
+        return list(self._entries)
+
+    def entries(self) -> list[RegistryEntry]:
+        """Every registration, in registration order."""
+        self._ensure_discovered()
+        return list(self._entries.values())
+
+    def provider_of(self, name: str) -> str | None:
+        """The distribution that provides ``name`` when installed, if it is a first-party name."""
+        return self._hints.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_discovered()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.available())
+
+    def __len__(self) -> int:
+        self._ensure_discovered()
+        return len(self._entries)
+
+    def describe(self) -> str:
+        """A readable table of the registered names, their providers and descriptions."""
+        entries = self.entries()
+        if not entries:
+            return f"No {self.plural} are registered."
+        width = max(len(e.name) for e in entries)
+        lines = [f"{e.name:<{width}}  {e.description}  [{e.provider}]" for e in entries]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        names = ", ".join(self._entries)
+        return f"{type(self).__name__}({self.kind}: {names})"
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _check_name(self, name: object) -> None:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"A {self.kind} name must be a string, got {type(name).__name__} {name!r}."
+            )
+        if not name or name != name.strip():
+            raise TypeError(f"A {self.kind} name must be a non-empty string without surrounding spaces, got {name!r}.")
+
+    def _ensure_discovered(self) -> None:
+        if not self._discovered:
+            from fabric_core.plugins import ensure_plugins_loaded
+
+            ensure_plugins_loaded()
+
+    def _unknown(self, name: object) -> UnknownNameError:
+        if not isinstance(name, str):
+            return UnknownNameError(
+                f"A {self.kind} name must be a string, got {type(name).__name__} {name!r}. "
+                f"Available {self.plural}: {', '.join(self._entries) or '(none)'}."
+            )
+        from fabric_core.plugins import failure_for_name
+
+        failure = failure_for_name(self, name)
+        if failure:
+            return UnknownNameError(failure)
+        distribution = self._hints.get(name)
+        if distribution is not None:
+            return UnknownNameError(
+                f"The {self.kind} '{name}' is provided by the distribution '{distribution}', "
+                f"which is not installed. Install it with: pip install {distribution}"
+            )
+        available = list(self._entries)
+        message = f"Unknown {self.kind} '{name}'. Available {self.plural}: {', '.join(available) or '(none)'}."
+        close = difflib.get_close_matches(name, [*available, *self._hints], n=1)
+        if close:
+            message += f" Did you mean '{close[0]}'?"
+        return UnknownNameError(message)
+
+
+def _import_target(entry: RegistryEntry, kind: str) -> type:
+    if not isinstance(entry.target, str):
+        return entry.target
+    module_name, _, qualname = entry.target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as error:
+        raise RegistryError(
+            f"The {kind} '{entry.name}' (from {entry.provider}) could not be loaded from "
+            f"'{entry.target}': {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(obj, type):
+        raise RegistryError(
+            f"The {kind} '{entry.name}' (from {entry.provider}) points at '{entry.target}', "
+            f"which is a {type(obj).__name__}, not a class."
+        )
+    return obj
+
+
+def _first_doc_line(target: type | str) -> str:
+    if isinstance(target, str):
+        return ""
+    doc = (target.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""

@@ -1,0 +1,226 @@
+"""Process-group plumbing shared by every multi-process strategy."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.config import StrategyConfig
+from fabric_core.strategies.strategy import Strategy
+from fabric_core.utilities import collectives
+
+__all__ = ["DEFAULT_TIMEOUT", "ParallelStrategy"]
+
+_T = TypeVar("_T")
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+"""How long a collective waits for the other processes before failing."""
+
+
+class ParallelStrategy(Strategy, ABC):
+    """A strategy with one process per device, joined in a ``torch.distributed`` process group.
+
+    It reads ranks from the cluster environment, forms the default process group in
+    :meth:`setup_environment`, implements the collectives with ``torch.distributed``
+    and destroys the group in :meth:`teardown`. Subclasses decide how the module is
+    wrapped (DDP, FSDP, DeepSpeed, ...).
+
+    Args:
+        accelerator: The accelerator; set by the connector when omitted.
+        parallel_devices: One device per process on this node; set by the connector when omitted.
+        cluster_environment: Where ranks come from; detected when omitted.
+        checkpoint_io: How checkpoints are written.
+        precision: The precision plugin.
+        process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
+        timeout: How long collectives wait for the other processes.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision: Precision | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io, precision=precision)
+        self._parallel_devices = parallel_devices
+        self._cluster_environment = cluster_environment
+        self._process_group_backend = process_group_backend
+        self._timeout = timeout
+        self._num_nodes = 1
+        self._owns_process_group = False
+
+    # -- configuration ------------------------------------------------------------------
+
+    def configure(self, config: StrategyConfig) -> None:
+        """Adopt devices, node count and cluster environment, refusing contradictions."""
+        self._configure_parts(config)
+        if self._parallel_devices is not None and config.given("devices"):
+            if len(self._parallel_devices) != len(config.parallel_devices):
+                raise ValueError(
+                    f"The strategy instance was built with parallel_devices of length {len(self._parallel_devices)}, "
+                    f"but Fabric(devices={config.explicit['devices']!r}) asks for {len(config.parallel_devices)}. "  # type: ignore[index]
+                    "Pass the devices in one place only."
+                )
+        if self._parallel_devices is None:
+            self._parallel_devices = list(config.parallel_devices)
+        if self._cluster_environment is None:
+            self._cluster_environment = config.cluster_environment
+        self._num_nodes = config.num_nodes
+        self.cluster_environment.validate_settings(len(self._parallel_devices), self._num_nodes)
+
+    @property
+    def parallel_devices(self) -> list[torch.device]:
+        """One device per process on this node."""
+        if self._parallel_devices is None:
+            raise RuntimeError(f"{type(self).__name__} has no devices yet; build it through Fabric.")
+        return self._parallel_devices
+
+    @property
+    def num_processes(self) -> int:
+        """The number of processes on each node."""
+        return len(self.parallel_devices)
+
+    @property
+    def num_nodes(self) -> int:
+        """The number of nodes."""
+        return self._num_nodes
+
+    @property
+    def cluster_environment(self) -> ClusterEnvironment:
+        """Where this process learns its ranks."""
+        if self._cluster_environment is None:
+            from fabric_core.environments.detect import detect_environment
+
+            self._cluster_environment = detect_environment()
+        return self._cluster_environment
+
+    @property
+    def process_group_backend(self) -> str:
+        """The ``torch.distributed`` backend (the accelerator's default unless given)."""
+        if self._process_group_backend is None:
+            return self.accelerator.default_process_group_backend()
+        return self._process_group_backend
+
+    # -- ranks --------------------------------------------------------------------------
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes."""
+        return self.cluster_environment.global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its node."""
+        return self.cluster_environment.local_rank()
+
+    @property
+    def node_rank(self) -> int:
+        """The rank of this process's node."""
+        return self.cluster_environment.node_rank()
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes in the job."""
+        return self.cluster_environment.world_size()
+
+    @property
+    def root_device(self) -> torch.device:
+        """The device of this process: ``parallel_devices[local_rank]``."""
+        return self.parallel_devices[self.local_rank]
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        """Shard data by global rank over all processes."""
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    # -- process group ------------------------------------------------------------------
+
+    def setup_environment(self) -> None:
+        """Select this process's device and join the default process group."""
+        super().setup_environment()
+        self.setup_process_group()
+
+    def setup_process_group(self) -> None:
+        """Form the default process group from the cluster environment (once per process).
+
+        Joins an existing group instead when one was already formed (e.g. by the user).
+
+        Raises:
+            RuntimeError: An existing group's size disagrees with the expected world size.
+        """
+        environment = self.cluster_environment
+        environment.set_world_size(self.num_nodes * self.num_processes)
+        environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
+        if dist.is_initialized():
+            if dist.get_world_size() != self.world_size:
+                raise RuntimeError(
+                    f"A process group of size {dist.get_world_size()} already exists, but this strategy expects "
+                    f"{self.world_size} processes. Destroy it first or make devices x num_nodes match it."
+                )
+            return
+        os.environ["MASTER_ADDR"] = environment.main_address
+        os.environ["MASTER_PORT"] = str(environment.main_port)
+        kwargs: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
+        dist.init_process_group(
+            self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
+        )
+        self._owns_process_group = True
+
+    def teardown(self) -> None:
+        """Destroy the process group this strategy formed, then release the other parts."""
+        if self._owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self._owns_process_group = False
+        if self._cluster_environment is not None:
+            self._cluster_environment.teardown()
+        super().teardown()
+
+    # -- collectives --------------------------------------------------------------------
+
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
+        """All-reduce ``tensor`` (in place) across processes; non-tensors are returned unchanged."""
+        if not isinstance(tensor, torch.Tensor) or not collectives.is_distributed():
+            return tensor
+        return collectives.all_reduce(tensor, group, reduce_op or "mean")
+
+    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+        """Stack ``tensor`` from every process along a new leading dimension.
+
+        With ``sync_grads=True`` the result stays in the autograd graph, so gradients flow
+        back to each process's own slice.
+        """
+        if not collectives.is_distributed():
+            return tensor.unsqueeze(0)
+        return collectives.all_gather(tensor, group, sync_grads)
+
+    def broadcast(self, obj: _T, src: int = 0) -> _T:
+        """Send ``obj`` from process ``src`` to every process (tensors keep their device)."""
+        if not collectives.is_distributed():
+            return obj
+        return collectives.broadcast(obj, src)
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait for every process (``name`` is for debugging only)."""
+        if collectives.is_distributed():
+            dist.barrier()
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """True when every process (``all=True``) or any process (``all=False``) decided true."""
+        if not collectives.is_distributed():
+            return decision
+        flag = torch.tensor(int(decision), device=self.root_device)
+        collectives.all_reduce(flag, None, "sum")
+        return bool(flag == self.world_size) if all else bool(flag > 0)

@@ -1,0 +1,391 @@
+"""The strategy interface: how a model is placed, trained, synchronised and saved."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fabric_core._registries import PRECISION_REGISTRY
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.io.checkpoint_io import CheckpointIO, TorchCheckpointIO
+from fabric_core.launchers.launcher import Launcher
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.config import StrategyConfig
+from fabric_core.utilities.apply_func import move_to_device
+from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
+from fabric_core.utilities.init import SkipParameterInit
+
+__all__ = ["Strategy"]
+
+_T = TypeVar("_T")
+
+
+class Strategy(ABC):
+    """How a training loop runs across devices and processes.
+
+    A strategy owns the parts of a run: the :class:`Accelerator` (device type), the
+    :class:`Precision` plugin, the :class:`CheckpointIO`, and for multi-process
+    strategies the cluster environment and the launcher. ``Fabric`` calls only the
+    strategy; the strategy calls its parts.
+
+    Subclasses implement :attr:`root_device` and the collectives; everything else has a
+    single-process default that multi-process strategies extend.
+
+    Args:
+        accelerator: The accelerator; the connector sets it when omitted.
+        checkpoint_io: How checkpoints are written; :class:`TorchCheckpointIO` by default.
+        precision: The precision plugin; the connector builds one from ``Fabric(precision=...)``
+            when omitted.
+    """
+
+    supported_accelerators: ClassVar[tuple[str, ...] | None] = None
+    """Device types this strategy runs on (``None``: any)."""
+
+    default_accelerator: ClassVar[str | None] = None
+    """The accelerator ``accelerator="auto"`` picks for this strategy (``None``: the best available)."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision: Precision | None = None,
+    ) -> None:
+        self._accelerator = accelerator
+        self._checkpoint_io = checkpoint_io
+        self._precision = precision
+        self._launcher: Launcher | None = None
+
+    # -- parts --------------------------------------------------------------------------
+
+    @property
+    def accelerator(self) -> Accelerator:
+        """The accelerator.
+
+        Raises:
+            RuntimeError: The strategy was built outside ``Fabric`` and given none.
+        """
+        if self._accelerator is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no accelerator. Pass accelerator=... or build it through Fabric."
+            )
+        return self._accelerator
+
+    @accelerator.setter
+    def accelerator(self, accelerator: Accelerator) -> None:
+        self._accelerator = accelerator
+
+    @property
+    def precision(self) -> Precision:
+        """The precision plugin (float32 unless set)."""
+        if self._precision is None:
+            self._precision = Precision()
+        return self._precision
+
+    @precision.setter
+    def precision(self, precision: Precision) -> None:
+        self._precision = precision
+
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        """The checkpoint I/O (atomic ``torch.save`` files unless set)."""
+        if self._checkpoint_io is None:
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO) -> None:
+        self._checkpoint_io = io
+
+    @property
+    def launcher(self) -> Launcher | None:
+        """How the processes of this strategy come to exist; ``None`` for one process."""
+        return self._launcher
+
+    def configure(self, config: StrategyConfig) -> None:
+        """Take the settings the connector resolved, and check this strategy can honour them.
+
+        The default accepts one device on one node. Multi-process strategies override it.
+
+        Raises:
+            ValueError: The settings ask for something this strategy cannot do; the message
+                says which ``Fabric`` argument to change.
+        """
+        self._configure_parts(config)
+        if len(config.parallel_devices) != 1 or config.num_nodes != 1:
+            raise ValueError(
+                f"{type(self).__name__} runs one process on one device, but Fabric(devices="
+                f"{len(config.parallel_devices)}, num_nodes={config.num_nodes}) was given. Use a multi-process "
+                "strategy such as strategy='ddp' (pip install fabric-ddp), or devices=1."
+            )
+
+    def _configure_parts(self, config: StrategyConfig) -> None:
+        """Adopt the accelerator, precision and checkpoint I/O, refusing contradictions."""
+        device_type = config.accelerator.device_type
+        if self.supported_accelerators is not None and device_type not in self.supported_accelerators:
+            raise ValueError(
+                f"{type(self).__name__} runs on {', '.join(self.supported_accelerators)}, not on "
+                f"accelerator='{device_type}'."
+            )
+        if self._accelerator is None:
+            self._accelerator = config.accelerator
+        elif config.given("accelerator") and type(self._accelerator) is not type(config.accelerator):
+            raise ValueError(
+                f"The strategy instance was built with {self._accelerator!r}, but Fabric(accelerator="
+                f"{config.explicit['accelerator']!r}) asks for another. Pass the accelerator in one place only."  # type: ignore[index]
+            )
+        plugin = config.precision_plugin
+        if self._precision is not None and (plugin is not None or config.given("precision")):
+            raise ValueError(
+                f"The strategy instance already has the precision plugin {self._precision!r}; do not also pass "
+                "Fabric(precision=...) or a precision plugin in plugins=[...]."
+            )
+        if self._precision is None:
+            self._precision = plugin if plugin is not None else self.precision_for(config.precision, device_type)
+        if config.checkpoint_io is not None:
+            if self._checkpoint_io is not None:
+                raise ValueError(
+                    f"The strategy instance already has {self._checkpoint_io!r}; do not also pass a CheckpointIO "
+                    "in plugins=[...]."
+                )
+            self._checkpoint_io = config.checkpoint_io
+
+    @classmethod
+    def precision_for(cls, precision: str, device_type: str) -> Precision:
+        """Build the precision plugin this strategy uses for a precision string.
+
+        Override to supply a strategy-specific plugin (DeepSpeed and FSDP cast and scale
+        differently); the default looks the string up in ``PRECISION_REGISTRY``.
+        """
+        return PRECISION_REGISTRY.get(precision, device_type=device_type)
+
+    # -- process and device ------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def root_device(self) -> torch.device:
+        """The device this process computes on."""
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes."""
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its node."""
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        """The rank of this process's node."""
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes."""
+        return 1
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this is the process of global rank 0."""
+        return self.global_rank == 0
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """``num_replicas`` and ``rank`` for a ``DistributedSampler``; ``None`` when data is not sharded."""
+        return None
+
+    def setup_environment(self) -> None:
+        """Prepare this process: select its device (multi-process strategies also join the group)."""
+        self.accelerator.setup_device(self.root_device)
+
+    # -- modules and optimizers ---------------------------------------------------------
+
+    def setup_module_and_optimizers(
+        self, module: nn.Module, optimizers: list[Optimizer]
+    ) -> tuple[nn.Module, list[Optimizer]]:
+        """Set up a module and its optimizers together (strategies that wrap both override this)."""
+        module = self.setup_module(module)
+        return module, [self.setup_optimizer(optimizer) for optimizer in optimizers]
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Move the module to the root device and return the module to train."""
+        self.module_to_device(module)
+        return module
+
+    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """Return the optimizer to use (unchanged by default)."""
+        return optimizer
+
+    def module_to_device(self, module: nn.Module) -> None:
+        """Move the module's parameters and buffers to the root device."""
+        module.to(self.root_device)
+
+    def module_init_context(self, empty_init: bool | None = None) -> AbstractContextManager[Any]:
+        """A context in which modules are created on the root device in the right dtype.
+
+        Args:
+            empty_init: Skip weight initialisation (the weights will be loaded anyway).
+        """
+        stack = ExitStack()
+        stack.enter_context(SkipParameterInit() if empty_init else nullcontext())
+        stack.enter_context(self.root_device)
+        stack.enter_context(self.precision.module_init_context())
+        return stack
+
+    def tensor_init_context(self) -> AbstractContextManager[Any]:
+        """A context in which tensors are created on the root device in the right dtype."""
+        stack = ExitStack()
+        stack.enter_context(self.root_device)
+        stack.enter_context(self.precision.tensor_init_context())
+        return stack
+
+    def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
+        """Move every tensor in ``batch`` to ``device`` (the root device by default)."""
+        return move_to_device(batch, device or self.root_device)
+
+    # -- training step ------------------------------------------------------------------
+
+    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
+        """Run the backward pass through the precision plugin."""
+        self.precision.backward(tensor, module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Step the optimizer through the precision plugin."""
+        return self.precision.optimizer_step(optimizer, **kwargs)
+
+    def clip_gradients_norm(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
+    ) -> torch.Tensor:
+        """Scale gradients so their joint norm is at most ``max_norm``; return the norm before clipping."""
+        self.precision.unscale_gradients(optimizer)
+        parameters = _optimizer_parameters(optimizer)
+        return torch.nn.utils.clip_grad_norm_(
+            parameters, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
+        )
+
+    def clip_gradients_value(self, module: nn.Module, optimizer: Optimizer, clip_val: float) -> None:
+        """Clamp every gradient element to ``[-clip_val, clip_val]``."""
+        self.precision.unscale_gradients(optimizer)
+        torch.nn.utils.clip_grad_value_(_optimizer_parameters(optimizer), clip_val)
+
+    @contextmanager
+    def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> Iterator[None]:
+        """Skip gradient synchronisation in backward passes inside the block.
+
+        With one process there is nothing to synchronise, so this does nothing.
+        """
+        yield
+
+    # -- collectives --------------------------------------------------------------------
+
+    @abstractmethod
+    def reduce(self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
+        """Reduce ``tensor`` across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
+
+    @abstractmethod
+    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+        """Gather ``tensor`` from every process into a new leading dimension of size ``world_size``."""
+
+    @abstractmethod
+    def broadcast(self, obj: _T, src: int = 0) -> _T:
+        """Send ``obj`` (a tensor or any picklable object) from process ``src`` to all."""
+
+    @abstractmethod
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this point."""
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """Combine a per-process decision: true if ``all`` (or, with ``all=False``, any) processes agree."""
+        return decision
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def get_module_state_dict(self, module: nn.Module) -> dict[str, Any]:
+        """The state dict of a module returned by :meth:`setup_module`."""
+        return module.state_dict()
+
+    def get_optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        """The state dict of an optimizer returned by :meth:`setup_optimizer`."""
+        return optimizer.state_dict()
+
+    def load_module_state_dict(self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Load a full state dict into a module returned by :meth:`setup_module`."""
+        module.load_state_dict(state_dict, strict=strict)
+
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        storage_options: Any | None = None,
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
+        """Save ``state`` to ``path`` from global rank 0.
+
+        Modules and optimizers in ``state`` are saved as their state dicts; any object with
+        ``state_dict()`` is saved through it; everything else is saved as is.
+
+        Args:
+            path: The file to write (atomically, through the checkpoint I/O).
+            state: Names mapped to modules, optimizers and plain objects.
+            storage_options: Passed to the checkpoint I/O.
+            filter: For a name in ``state``, a predicate ``(key, value) -> bool`` that keeps
+                only some entries of that object's state dict.
+        """
+        checkpoint = collect_state(state, self, filter)
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Load a checkpoint written by :meth:`save_checkpoint`.
+
+        Args:
+            path: The checkpoint file.
+            state: Objects to restore in place (by name), or one module or optimizer that
+                the whole file is a state dict for. ``None`` returns the raw checkpoint.
+            strict: Require every name in ``state`` to be in the checkpoint, and module
+                keys to match exactly.
+            weights_only: Refuse arbitrary pickled objects (default: yes).
+
+        Returns:
+            The checkpoint entries that were not restored into ``state``.
+        """
+        checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+        if state is None:
+            return checkpoint
+        if isinstance(state, (nn.Module, Optimizer)):
+            apply_checkpoint({"_": state}, {"_": checkpoint}, self, strict)
+            return {}
+        return apply_checkpoint(state, checkpoint, self, strict)
+
+    def teardown(self) -> None:
+        """Release everything the strategy acquired."""
+        self.precision.teardown()
+        if self._accelerator is not None:
+            self._accelerator.teardown()
+        self.checkpoint_io.teardown()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(accelerator={self._accelerator!r}, precision={self._precision!r})"
+
+
+def _optimizer_parameters(optimizer: Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]

@@ -1,0 +1,1 @@
+"""Small helpers shared by fabric-core and the plugins."""

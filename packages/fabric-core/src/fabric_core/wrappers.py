@@ -1,0 +1,207 @@
+"""The objects ``Fabric.setup*`` returns: the user's module, optimizer and loader, wired in.
+
+Each wrapper behaves like the object it wraps (attribute access, ``state_dict``,
+``isinstance``) and adds only what the strategy needs on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.strategy import Strategy
+
+__all__ = ["FabricDataLoader", "FabricModule", "FabricOptimizer", "unwrap"]
+
+
+class FabricModule(nn.Module):
+    """A module set up by ``Fabric``: forward runs under the precision plugin.
+
+    Attribute access reaches the original module, and ``state_dict`` /
+    ``load_state_dict`` use the original module's keys (no wrapper prefix), so
+    checkpoints stay interchangeable with plain PyTorch.
+
+    Args:
+        forward_module: What the strategy returned (the module itself, or e.g. a DDP wrapper).
+        strategy: The strategy that set it up.
+        original_module: The module the user passed.
+    """
+
+    def __init__(self, forward_module: nn.Module, strategy: Strategy, original_module: nn.Module) -> None:
+        super().__init__()
+        self._forward_module = forward_module
+        self._original_module = original_module
+        self._strategy = strategy
+        self._precision = strategy.precision
+        self._passthrough = strategy.precision.is_passthrough
+        self._fabric_initialized = True
+
+    @property
+    def module(self) -> nn.Module:
+        """The module the user passed to ``setup``."""
+        return self._original_module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the module's forward under the precision plugin's casting and context."""
+        if self._passthrough:
+            return self._forward_module(*args, **kwargs)
+        precision = self._precision
+        args, kwargs = precision.convert_input((args, kwargs))
+        with precision.forward_context():
+            output = self._forward_module(*args, **kwargs)
+        return precision.convert_output(output)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The original module's state dict."""
+        return self._original_module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load into the original module."""
+        return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = super().__getattr__("_original_module")
+            return getattr(original, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_fabric_initialized", False) or name in self.__dict__:
+            super().__setattr__(name, value)
+            return
+        original = self._original_module
+        if hasattr(original, name) and not hasattr(type(self), name):
+            setattr(original, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __repr__(self) -> str:
+        return f"FabricModule({self._original_module!r})"
+
+
+class FabricOptimizer:
+    """An optimizer set up by ``Fabric``: ``step()`` goes through the strategy.
+
+    Instances are also instances of the wrapped optimizer's class, and every attribute
+    (``param_groups``, ``state``, ``defaults``) is the wrapped optimizer's own, live.
+    """
+
+    _own = frozenset({"_optimizer", "_strategy"})
+
+    def __new__(cls, optimizer: Optimizer, strategy: Strategy) -> FabricOptimizer:
+        subclass = _optimizer_subclass(type(optimizer))
+        return object.__new__(subclass)
+
+    def __init__(self, optimizer: Optimizer, strategy: Strategy) -> None:
+        object.__setattr__(self, "_optimizer", optimizer)
+        object.__setattr__(self, "_strategy", strategy)
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The optimizer the user passed to ``setup``."""
+        return self._optimizer
+
+    def step(self, closure: Any = None) -> Any:
+        """Step the optimizer through the strategy (precision scaling, sharded state, ...)."""
+        kwargs = {} if closure is None else {"closure": closure}
+        return self._strategy.optimizer_step(self._optimizer, **kwargs)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of the optimized parameters."""
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state dict, as the strategy sees it."""
+        return self._strategy.get_optimizer_state(self._optimizer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load state into the wrapped optimizer."""
+        self._optimizer.load_state_dict(state_dict)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_optimizer"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._own or hasattr(FabricOptimizer, name):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._optimizer, name, value)
+
+    def __repr__(self) -> str:
+        return f"FabricOptimizer({self._optimizer!r})"
+
+
+_SUBCLASSES: dict[type, type] = {}
+
+
+def _optimizer_subclass(optimizer_class: type) -> type:
+    subclass = _SUBCLASSES.get(optimizer_class)
+    if subclass is None:
+        subclass = type(f"Fabric{optimizer_class.__name__}", (FabricOptimizer, optimizer_class), {})
+        _SUBCLASSES[optimizer_class] = subclass
+    return subclass
+
+
+class FabricDataLoader:
+    """A data loader set up by ``Fabric``: batches arrive on the device, epochs advance the sampler.
+
+    Args:
+        dataloader: The loader to iterate (already given a distributed sampler if needed).
+        device: Where batches are moved; ``None`` leaves them where the loader puts them.
+        strategy: Moves batches with ``batch_to_device``.
+    """
+
+    def __init__(self, dataloader: DataLoader, device: torch.device | None, strategy: Strategy) -> None:
+        self._dataloader = dataloader
+        self._device = device
+        self._strategy = strategy
+        self._epoch = 0
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where batches are moved."""
+        return self._device
+
+    @property
+    def dataloader(self) -> DataLoader:
+        """The wrapped loader."""
+        return self._dataloader
+
+    def __len__(self) -> int:
+        return len(self._dataloader)
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = getattr(self._dataloader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._epoch)  # type: ignore[union-attr]
+        self._epoch += 1
+        if self._device is None:
+            yield from self._dataloader
+            return
+        to_device = self._strategy.batch_to_device
+        for batch in self._dataloader:
+            yield to_device(batch, self._device)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_dataloader"], name)
+
+    def __repr__(self) -> str:
+        return f"FabricDataLoader({self._dataloader!r}, device={self._device})"
+
+
+def unwrap(obj: Any) -> Any:
+    """The object the strategy works on: what ``setup`` wrapped, without fabric's wrapper."""
+    if isinstance(obj, FabricModule):
+        return obj._forward_module
+    if isinstance(obj, FabricOptimizer):
+        return obj._optimizer
+    if isinstance(obj, FabricDataLoader):
+        return obj._dataloader
+    return obj
