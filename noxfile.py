@@ -64,9 +64,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the user guide and API reference into docs/_site (warnings are errors)."""
+    """Build the user guide and API reference into build/site (warnings are errors)."""
     session.install(TORCH, "mkdocs>=1.6", "mkdocstrings[python]>=0.26", *_packages("fabric-core"))
-    session.run("mkdocs", "build", "--strict", "--site-dir", "docs/_site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
 
 
 @nox.session(python=PYTHON)

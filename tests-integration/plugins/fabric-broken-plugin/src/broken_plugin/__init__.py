@@ -1,0 +1,1 @@
+"""A plugin distribution that fails to load."""

@@ -1,0 +1,1 @@
+"""A throwaway plugin distribution: one strategy, registered lazily."""
