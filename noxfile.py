@@ -23,7 +23,7 @@ if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "core", "integration", "docs"]
+nox.options.sessions = ["lint", "typecheck", "core", "ddp", "integration", "docs"]
 
 
 def _packages(*names: str) -> list[str]:
@@ -38,6 +38,13 @@ def core(session: nox.Session) -> None:
     """fabric-core's unit tests, in an environment with only torch, pluggy and pytest."""
     session.install(TORCH, *TEST_TOOLS, *_packages("fabric-core"))
     session.run("pytest", "packages/fabric-core/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def ddp(session: nox.Session) -> None:
+    """fabric-ddp's tests: real 2-process gloo groups launched every supported way."""
+    session.install(TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-ddp"))
+    session.run("pytest", "packages/fabric-ddp/tests", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -58,14 +65,16 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over every distribution's sources."""
-    session.install(TORCH, "mypy>=1.13", *_packages("fabric-core"))
-    session.run("mypy", "packages/fabric-core/src")
+    session.install(TORCH, "mypy>=1.13", *_packages("fabric-core", "fabric-ddp"))
+    session.run("mypy", "packages/fabric-core/src", "packages/fabric-ddp/src")
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the user guide and API reference into build/site (warnings are errors)."""
-    session.install(TORCH, "mkdocs>=1.6", "mkdocstrings[python]>=0.26", *_packages("fabric-core"))
+    session.install(
+        TORCH, "mkdocs>=1.6", "mkdocstrings[python]>=0.26", *_packages("fabric-core", "fabric-ddp")
+    )
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
 
 

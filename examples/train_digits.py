@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
 
-    fabric = Fabric(accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision)
+    fabric = Fabric(
+        accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision
+    )
     fabric.launch()
     seed_everything(42)
 
@@ -72,7 +74,9 @@ def main() -> None:
             for images, labels in test_loader:
                 correct += (model(images).argmax(dim=1) == labels).sum()
         accuracy = fabric.all_reduce(correct, reduce_op="sum") / len(test_set)
-        fabric.print(f"epoch {epoch:2d}  train loss {train_loss.item():.4f}  test accuracy {accuracy.item():.3f}")
+        fabric.print(
+            f"epoch {epoch:2d}  train loss {train_loss.item():.4f}  test accuracy {accuracy.item():.3f}"
+        )
 
     fabric.save("checkpoints/digits.pt", {"model": model, "optimizer": optimizer, "epoch": args.epochs})
     fabric.print("saved checkpoints/digits.pt")

@@ -22,7 +22,11 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Wheels of every distribution under packages/ and every test plugin, by project name."""
     out_dir = tmp_path_factory.mktemp("wheels")
     projects = sorted((ROOT / "packages").iterdir()) + sorted(PLUGINS.iterdir())
-    return {project.name: build_wheel(project, out_dir) for project in projects if (project / "pyproject.toml").exists()}
+    return {
+        project.name: build_wheel(project, out_dir)
+        for project in projects
+        if (project / "pyproject.toml").exists()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,9 @@ class FreshEnvironment:
 
     def __init__(self, path: Path, wheels: list[Path]) -> None:
         self.path = path
-        subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, env=uv_environment())
+        subprocess.run(
+            [uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, env=uv_environment()
+        )
         subprocess.run(
             [uv(), "pip", "install", "--quiet", "--python", str(self.python_path), TORCH, *map(str, wheels)],
             check=True,
@@ -59,7 +61,9 @@ class FreshEnvironment:
         """The environment's interpreter."""
         return self.path / "bin" / "python"
 
-    def run(self, *command: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *command: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command from the environment's ``bin`` directory and capture its output."""
         executable = str(self.path / "bin" / command[0])
         full_env = {**os.environ, **(env or {})}
@@ -76,6 +80,8 @@ class FreshEnvironment:
             )
         return result
 
-    def python(self, code: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, code: str, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Python snippet in the environment."""
         return self.run("python", "-c", textwrap.dedent(code), env=env, check=check)

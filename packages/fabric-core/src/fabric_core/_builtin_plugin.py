@@ -27,11 +27,13 @@ def fabric_register_strategies(registry: Registry) -> None:
 def fabric_register_accelerators(registry: Registry) -> None:
     """Register the cpu, cuda (alias gpu) and mps accelerators."""
     registry.register("cpu", "fabric_core.accelerators.cpu:CPUAccelerator", description="The CPU")
-    registry.register("cuda", "fabric_core.accelerators.cuda:CUDAAccelerator", description="NVIDIA GPUs (CUDA)")
     registry.register(
-        "gpu", "fabric_core.accelerators.cuda:CUDAAccelerator", description="Alias of 'cuda'"
+        "cuda", "fabric_core.accelerators.cuda:CUDAAccelerator", description="NVIDIA GPUs (CUDA)"
     )
-    registry.register("mps", "fabric_core.accelerators.mps:MPSAccelerator", description="Apple silicon GPUs (MPS)")
+    registry.register("gpu", "fabric_core.accelerators.cuda:CUDAAccelerator", description="Alias of 'cuda'")
+    registry.register(
+        "mps", "fabric_core.accelerators.mps:MPSAccelerator", description="Apple silicon GPUs (MPS)"
+    )
 
 
 @hookimpl
@@ -41,6 +43,26 @@ def fabric_register_environments(registry: Registry) -> None:
         "torchelastic",
         "fabric_core.environments.torchelastic:TorchElasticEnvironment",
         description="Processes started by torchrun / the torch elastic agent",
+    )
+    registry.register(
+        "kubeflow",
+        "fabric_core.environments.kubeflow:KubeflowEnvironment",
+        description="A Kubeflow PyTorchJob: one process per pod",
+    )
+    registry.register(
+        "lsf",
+        "fabric_core.environments.lsf:LSFEnvironment",
+        description="Tasks started by jsrun in an IBM Spectrum LSF job",
+    )
+    registry.register(
+        "mpi",
+        "fabric_core.environments.mpi:MPIEnvironment",
+        description="Processes started by mpirun / mpiexec (Open MPI, MPICH, Intel MPI)",
+    )
+    registry.register(
+        "slurm",
+        "fabric_core.environments.slurm:SLURMEnvironment",
+        description="Tasks started by srun in a SLURM batch job",
     )
     registry.register(
         "local",
@@ -59,7 +81,10 @@ def fabric_register_precisions(registry: Registry) -> None:
         "16-true", f"{base}.half:HalfPrecision", description="float16 weights and compute", dtype="float16"
     )
     registry.register(
-        "bf16-true", f"{base}.half:HalfPrecision", description="bfloat16 weights and compute", dtype="bfloat16"
+        "bf16-true",
+        f"{base}.half:HalfPrecision",
+        description="bfloat16 weights and compute",
+        dtype="bfloat16",
     )
     registry.register(
         "16-mixed",

@@ -15,6 +15,7 @@ The connector is a chain of small steps, each documented and tested on its own:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.environments.detect import detect_environment
 from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.launch_variables import LAUNCHER_VARIABLES
 from fabric_core.precision.precision import Precision
 from fabric_core.registry import UnknownNameError
 from fabric_core.strategies.config import StrategyConfig
@@ -79,7 +81,11 @@ def resolve_plugins(plugins: Any) -> ResolvedPlugins:
         return ResolvedPlugins()
     items = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     found: dict[str, Any] = {}
-    kinds = (("precision", Precision), ("checkpoint_io", CheckpointIO), ("cluster_environment", ClusterEnvironment))
+    kinds = (
+        ("precision", Precision),
+        ("checkpoint_io", CheckpointIO),
+        ("cluster_environment", ClusterEnvironment),
+    )
     for item in items:
         for kind, base in kinds:
             if isinstance(item, base):
@@ -154,7 +160,9 @@ def resolve_num_nodes(num_nodes: int) -> int:
         ValueError: ``num_nodes`` is not a positive integer.
     """
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"num_nodes={num_nodes!r} is not valid: pass the number of machines, an integer >= 1.")
+        raise ValueError(
+            f"num_nodes={num_nodes!r} is not valid: pass the number of machines, an integer >= 1."
+        )
     return num_nodes
 
 
@@ -196,7 +204,9 @@ def resolve_strategy(strategy: str | Strategy, total_processes: int) -> Strategy
     if isinstance(strategy, Strategy):
         return strategy
     if not isinstance(strategy, str):
-        raise TypeError(f"strategy={strategy!r} must be a strategy name ('ddp', 'fsdp', ...) or a Strategy instance.")
+        raise TypeError(
+            f"strategy={strategy!r} must be a strategy name ('ddp', 'fsdp', ...) or a Strategy instance."
+        )
     if strategy != "auto":
         return STRATEGY_REGISTRY.get(strategy)
     if total_processes == 1:
@@ -241,11 +251,12 @@ def connect(
         accelerator = strategy._accelerator
     strategy_default = _default_accelerator_of(strategy)
     accelerator_obj = resolve_accelerator(accelerator, strategy_default)
+    environment = resolved_plugins.cluster_environment or detect_environment()
+    devices, num_nodes = _sizes_from_environment(environment, devices, num_nodes, explicit or {})
     parallel_devices = resolve_devices(devices, accelerator_obj)
     nodes = resolve_num_nodes(num_nodes)
     precision_name = resolve_precision(precision)
     strategy_obj = resolve_strategy(strategy, len(parallel_devices) * nodes)
-    environment = resolved_plugins.cluster_environment or detect_environment()
     strategy_obj.configure(
         StrategyConfig(
             accelerator=accelerator_obj,
@@ -261,9 +272,54 @@ def connect(
     return strategy_obj
 
 
+def apply_launcher_settings(arguments: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """Merge the settings ``fabric run`` passed to the script (``FABRIC_*`` variables) into the arguments.
+
+    A setting given on the command line fills the argument the script left at its default;
+    one that contradicts a value written in the script is an error rather than a silent choice.
+
+    Raises:
+        ValueError: The command line and the script disagree on a setting.
+    """
+    merged = dict(arguments)
+    for name, variable in LAUNCHER_VARIABLES.items():
+        value = os.environ.get(variable)
+        if value is None:
+            continue
+        if name in explicit and not _same_setting(explicit[name], value):
+            raise ValueError(
+                f"`fabric run --{name.replace('_', '-')} {value}` conflicts with Fabric({name}={explicit[name]!r}) "
+                "in the script. Remove one of them."
+            )
+        merged[name] = int(value) if name == "num_nodes" else value
+    return merged
+
+
+def _same_setting(in_code: Any, from_command_line: str) -> bool:
+    if isinstance(in_code, (list, tuple)):
+        return ",".join(map(str, in_code)) == from_command_line.strip(",")
+    return str(in_code) == from_command_line
+
+
+def _sizes_from_environment(
+    environment: ClusterEnvironment, devices: Any, num_nodes: int, explicit: dict[str, Any]
+) -> tuple[Any, int]:
+    """Default ``devices`` and ``num_nodes`` to what an external launcher (torchrun, srun) started."""
+    if not environment.creates_processes_externally:
+        return devices, num_nodes
+    per_node = environment.processes_per_node()
+    if per_node is None:
+        return devices, num_nodes
+    if "devices" not in explicit:
+        devices = per_node
+    if "num_nodes" not in explicit and environment.world_size() % per_node == 0:
+        num_nodes = environment.world_size() // per_node
+    return devices, num_nodes
+
+
 def _default_accelerator_of(strategy: str | Strategy) -> str | None:
     if isinstance(strategy, Strategy):
         return strategy.default_accelerator
     if isinstance(strategy, str) and strategy != "auto":
-        return STRATEGY_REGISTRY.get_class(strategy).default_accelerator  # type: ignore[attr-defined,no-any-return]
+        return STRATEGY_REGISTRY.get_class(strategy).default_accelerator
     return None

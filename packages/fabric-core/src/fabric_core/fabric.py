@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from fabric_core.accelerators.accelerator import Accelerator
-from fabric_core.connector import connect
+from fabric_core.connector import apply_launcher_settings, connect
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_tensors
 from fabric_core.utilities.data import with_distributed_sampler
@@ -90,6 +90,7 @@ class Fabric:
             "plugins": plugins,
         }
         explicit = {name: value for name, value in arguments.items() if value != _DEFAULTS[name]}
+        arguments = apply_launcher_settings(arguments, explicit)
         self._strategy: Strategy = connect(**arguments, explicit=explicit)
         self._callbacks = _as_list(callbacks)
         self._loggers = _as_list(loggers)
@@ -166,16 +167,26 @@ class Fabric:
         ``function``, it is called as ``function(fabric, *args, **kwargs)`` in every
         process and rank 0's return value is returned.
 
+        Under ``fabric run``, ``torchrun``, ``srun`` and other launchers the processes exist
+        already, and ``launch()`` joins them: the same script runs unchanged everywhere.
+
         Raises:
-            TypeError: ``function`` is not callable.
+            TypeError: ``function`` is not callable, or the strategy runs a function in new
+                processes (``ddp_spawn``, ``ddp_fork``) and none was given.
         """
         if function is not None and not callable(function):
             raise TypeError(f"fabric.launch() expects a function to run in each process, got {function!r}.")
-        self._launched = True
         launcher = self._strategy.launcher
+        if function is None and launcher is not None and launcher.requires_function:
+            raise TypeError(
+                "This strategy starts new processes that run a function, not the rest of your script. "
+                "Put the training in a function and call fabric.launch(train, *args); train receives "
+                "the Fabric object as its first argument."
+            )
+        self._launched = True
         if launcher is None:
             return self._run_in_process(function, *args, **kwargs)
-        return launcher.launch(self._run_in_process, function, *args, **kwargs)  # type: ignore[no-any-return]
+        return launcher.launch(self._run_in_process, function, *args, **kwargs)
 
     def _run_in_process(self, function: Callable[..., _T] | None, *args: Any, **kwargs: Any) -> _T | None:
         self._ensure_environment()
@@ -185,6 +196,12 @@ class Fabric:
 
     def _ensure_environment(self) -> None:
         if not self._environment_ready:
+            launcher = self._strategy.launcher
+            if not self._launched and launcher is not None and launcher.needs_launch:
+                raise RuntimeError(
+                    "This Fabric runs one process per device, and the other processes do not exist yet. "
+                    "Call fabric.launch() first, or start the script with `fabric run` or torchrun."
+                )
             self._strategy.setup_environment()
             self._environment_ready = True
 
@@ -223,7 +240,9 @@ class Fabric:
         if move_to_device:
             self._strategy.module_to_device(module)
         if optimizers:
-            forward_module, strategy_optimizers = self._strategy.setup_module_and_optimizers(module, list(optimizers))
+            forward_module, strategy_optimizers = self._strategy.setup_module_and_optimizers(
+                module, list(optimizers)
+            )
         else:
             forward_module, strategy_optimizers = self._strategy.setup_module(module), []
         wrapped = self._register_module(forward_module, original)
@@ -251,7 +270,9 @@ class Fabric:
             raise TypeError("fabric.setup_optimizers() needs at least one optimizer.")
         for optimizer in optimizers:
             self._check_optimizer(optimizer)
-        wrapped = tuple(FabricOptimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers)
+        wrapped = tuple(
+            FabricOptimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers
+        )
         return wrapped[0] if len(wrapped) == 1 else wrapped
 
     def setup_dataloaders(
@@ -274,9 +295,13 @@ class Fabric:
         wrapped = []
         for loader in dataloaders:
             if isinstance(loader, FabricDataLoader):
-                raise ValueError("This data loader was already set up; use the loader setup_dataloaders returned.")
+                raise ValueError(
+                    "This data loader was already set up; use the loader setup_dataloaders returned."
+                )
             if not isinstance(loader, DataLoader):
-                raise TypeError(f"setup_dataloaders() expects torch.utils.data.DataLoader objects, got {type(loader).__name__}.")
+                raise TypeError(
+                    f"setup_dataloaders() expects torch.utils.data.DataLoader objects, got {type(loader).__name__}."
+                )
             sampler_kwargs = self._strategy.distributed_sampler_kwargs
             if use_distributed_sampler and sampler_kwargs is not None and self.world_size > 1:
                 loader = with_distributed_sampler(loader, **sampler_kwargs)
@@ -316,7 +341,9 @@ class Fabric:
 
     # -- training step ------------------------------------------------------------------
 
-    def backward(self, tensor: torch.Tensor, *args: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
+    def backward(
+        self, tensor: torch.Tensor, *args: Any, model: nn.Module | None = None, **kwargs: Any
+    ) -> None:
         """Replace ``loss.backward()``: scales the loss for mixed precision and lets the strategy act.
 
         Args:
@@ -360,7 +387,11 @@ class Fabric:
         forward_module, raw_optimizer = unwrap(module), unwrap(optimizer)
         if max_norm is not None:
             return self._strategy.clip_gradients_norm(
-                forward_module, raw_optimizer, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
+                forward_module,
+                raw_optimizer,
+                max_norm,
+                norm_type=norm_type,
+                error_if_nonfinite=error_if_nonfinite,
             )
         self._strategy.clip_gradients_value(forward_module, raw_optimizer, clip_val)  # type: ignore[arg-type]
         return None
@@ -392,7 +423,7 @@ class Fabric:
         if isinstance(obj, nn.Module):
             self._strategy.module_to_device(obj)
             return obj
-        return self._strategy.batch_to_device(obj)  # type: ignore[no-any-return]
+        return self._strategy.batch_to_device(obj)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on global rank 0 only."""
@@ -416,7 +447,9 @@ class Fabric:
         gradients flow back through the gather.
         """
         self._ensure_environment()
-        return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))
+        return apply_to_tensors(
+            data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads)
+        )
 
     def all_reduce(self, data: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
         """Reduce tensors across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
@@ -527,6 +560,16 @@ class Fabric:
     def seed_everything(seed: int | None = None, workers: bool = False) -> int:
         """Seed every random generator; see :func:`fabric_core.seed_everything`."""
         return _seed_everything(seed, workers=workers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled when a spawned process receives the launch function; set-up state stays behind.
+        state = dict(self.__dict__)
+        state["_set_up_modules"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_up_modules = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"Fabric(strategy={self._strategy!r})"

@@ -128,7 +128,9 @@ class _PluginLoader:
             return None
         if not isinstance(module, ModuleType):
             info.status = "failed"
-            info.error = f"the entry point must name a module, but '{entry_point.value}' is a {type(module).__name__}"
+            info.error = (
+                f"the entry point must name a module, but '{entry_point.value}' is a {type(module).__name__}"
+            )
             return None
         supported = getattr(module, "FABRIC_PLUGIN_API", None)
         if supported is not None and PLUGIN_API_VERSION not in tuple(supported):

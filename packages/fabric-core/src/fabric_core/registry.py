@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 __all__ = ["DuplicateNameError", "Registry", "RegistryEntry", "RegistryError", "UnknownNameError"]
 
@@ -89,7 +89,7 @@ class Registry:
         self.plural = plural
         self._hints = dict(hints or {})
         self._entries: dict[str, RegistryEntry] = {}
-        self._classes: dict[str, type] = {}
+        self._classes: dict[str, type[Any]] = {}
         self._provider = DIRECT_PROVIDER
         self._discovered = False
         self._lock = threading.RLock()
@@ -153,7 +153,7 @@ class Registry:
         if target is None:
 
             def decorator(cls: _T) -> _T:
-                self.register(name, cls, description, override, requires=requires, **init_params)  # type: ignore[arg-type]
+                self.register(name, cast(type, cls), description, override, requires=requires, **init_params)
                 return cls
 
             return decorator
@@ -224,7 +224,7 @@ class Registry:
         except (KeyError, TypeError):
             raise self._unknown(name) from None
 
-    def get_class(self, name: str) -> type:
+    def get_class(self, name: str) -> type[Any]:
         """The class registered as ``name``, importing its module if needed."""
         cls = self._classes.get(name)
         if cls is not None:
@@ -288,11 +288,11 @@ class Registry:
 
     def _check_name(self, name: object) -> None:
         if not isinstance(name, str):
-            raise TypeError(
-                f"A {self.kind} name must be a string, got {type(name).__name__} {name!r}."
-            )
+            raise TypeError(f"A {self.kind} name must be a string, got {type(name).__name__} {name!r}.")
         if not name or name != name.strip():
-            raise TypeError(f"A {self.kind} name must be a non-empty string without surrounding spaces, got {name!r}.")
+            raise TypeError(
+                f"A {self.kind} name must be a non-empty string without surrounding spaces, got {name!r}."
+            )
 
     def _ensure_discovered(self) -> None:
         if not self._discovered:
@@ -318,14 +318,16 @@ class Registry:
                 f"which is not installed. Install it with: pip install {distribution}"
             )
         available = list(self._entries)
-        message = f"Unknown {self.kind} '{name}'. Available {self.plural}: {', '.join(available) or '(none)'}."
+        message = (
+            f"Unknown {self.kind} '{name}'. Available {self.plural}: {', '.join(available) or '(none)'}."
+        )
         close = difflib.get_close_matches(name, [*available, *self._hints], n=1)
         if close:
             message += f" Did you mean '{close[0]}'?"
         return UnknownNameError(message)
 
 
-def _import_target(entry: RegistryEntry, kind: str) -> type:
+def _import_target(entry: RegistryEntry, kind: str) -> type[Any]:
     if not isinstance(entry.target, str):
         return entry.target
     module_name, _, qualname = entry.target.partition(":")

@@ -96,6 +96,7 @@ class FabricOptimizer:
     _own = frozenset({"_optimizer", "_strategy"})
 
     def __new__(cls, optimizer: Optimizer, strategy: Strategy) -> FabricOptimizer:
+        """Create the instance as a subclass of both this class and the optimizer's class."""
         subclass = _optimizer_subclass(type(optimizer))
         return object.__new__(subclass)
 

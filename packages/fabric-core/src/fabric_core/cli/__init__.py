@@ -11,13 +11,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fabric_core.cli import run as run_command
+
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = {
-    "strategies": ("fabric_core.cli.listing", "List every registered strategy and whether it can be built here."),
-    "plugins": ("fabric_core.cli.listing", "List the installed plugin distributions and their status."),
-    "env": ("fabric_core.cli.listing", "Print what a bug report needs: versions, devices, plugins, environment."),
+_LISTINGS = {
+    "strategies": "List every registered strategy and whether it can be built here.",
+    "plugins": "List the installed plugin distributions and their status.",
+    "env": "Print what a bug report needs: versions, devices, plugins, environment.",
 }
+_MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {"run": "fabric_core.cli.run"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scale a PyTorch training loop from one CPU to many GPUs and nodes.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in _COMMANDS.items():
+    run_help = "Run a script in one process per device (on this node), under PyTorch's elastic agent."
+    run_parser = commands.add_parser("run", help=run_help, description=run_command.__doc__)
+    run_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    run_command.add_arguments(run_parser)
+    for name, help_text in _LISTINGS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
@@ -40,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(_COMMANDS[args.command][0])
+    module = importlib.import_module(_MODULES[args.command])
     return int(getattr(module, f"run_{args.command}")(args))
 
 

@@ -33,7 +33,9 @@ def strategy_rows(registry: Registry = STRATEGY_REGISTRY) -> list[dict[str, Any]
         if name in registry:
             continue
         info = problems.get(distribution)
-        status = f"plugin {info.status}: {info.error}" if info else f"not installed (pip install {distribution})"
+        status = (
+            f"plugin {info.status}: {info.error}" if info else f"not installed (pip install {distribution})"
+        )
         rows.append(
             {"name": name, "description": "", "provider": distribution, "status": status, "buildable": False}
         )
@@ -58,7 +60,11 @@ def run_plugins(args: argparse.Namespace) -> int:
     """Print every plugin record."""
     infos = plugin_infos()
     if args.json:
-        print(json.dumps({"discovery_ms": discovery_seconds() * 1e3, "plugins": [i.as_dict() for i in infos]}, indent=2))
+        print(
+            json.dumps(
+                {"discovery_ms": discovery_seconds() * 1e3, "plugins": [i.as_dict() for i in infos]}, indent=2
+            )
+        )
         return 0
     for info in infos:
         print(f"{info.name}  ({info.distribution} {info.version})  [{info.status}]")

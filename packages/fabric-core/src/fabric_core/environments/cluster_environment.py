@@ -52,6 +52,14 @@ class ClusterEnvironment(ABC):
     def node_rank(self) -> int:
         """The rank of this process's node."""
 
+    def processes_per_node(self) -> int | None:
+        """How many processes the environment started on each node, when it knows.
+
+        ``Fabric`` uses it as the default for ``devices`` when the processes were started
+        externally, so a script need not repeat ``--nproc-per-node``.
+        """
+        return None
+
     def set_world_size(self, size: int) -> None:
         """Record the world size the strategy computed (ignored where the environment knows it)."""
 

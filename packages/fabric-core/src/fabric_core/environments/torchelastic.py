@@ -50,13 +50,17 @@ class TorchElasticEnvironment(ClusterEnvironment):
         """``GROUP_RANK``: the agent's node index."""
         return int(os.environ["GROUP_RANK"])
 
+    def processes_per_node(self) -> int:
+        """``LOCAL_WORLD_SIZE``: the workers the agent started on this node."""
+        return int(os.environ["LOCAL_WORLD_SIZE"])
+
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         """Check ``devices`` against ``LOCAL_WORLD_SIZE`` and the node count against the world size.
 
         Raises:
             ValueError: The numbers passed to Fabric disagree with what torchrun started.
         """
-        local_world_size = int(os.environ["LOCAL_WORLD_SIZE"])
+        local_world_size = self.processes_per_node()
         if num_devices != local_world_size:
             raise ValueError(
                 f"torchrun started {local_world_size} process(es) per node (--nproc-per-node), but "

@@ -23,7 +23,9 @@ class CheckpointIO(ABC):
     """
 
     @abstractmethod
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         """Write ``checkpoint`` to ``path``."""
 
     @abstractmethod
@@ -49,7 +51,9 @@ class TorchCheckpointIO(CheckpointIO):
     unless told otherwise, which refuses to run code hidden in a pickle.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         """Atomically write ``checkpoint`` to ``path``, creating parent directories.
 
         Raises:

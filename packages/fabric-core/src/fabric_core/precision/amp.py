@@ -34,9 +34,13 @@ class MixedPrecision(Precision):
     ) -> None:
         super().__init__(device_type)
         if dtype not in _DTYPES:
-            raise ValueError(f"MixedPrecision(dtype={dtype!r}) is not supported; use 'float16' or 'bfloat16'.")
+            raise ValueError(
+                f"MixedPrecision(dtype={dtype!r}) is not supported; use 'float16' or 'bfloat16'."
+            )
         if scaler is not None and dtype == "bfloat16":
-            raise ValueError("A gradient scaler is only used with float16; bfloat16 mixed precision needs none.")
+            raise ValueError(
+                "A gradient scaler is only used with float16; bfloat16 mixed precision needs none."
+            )
         if not torch.amp.autocast_mode.is_autocast_available(device_type):
             raise ValueError(f"torch.autocast does not support the device type '{device_type}'.")
         self.dtype = _DTYPES[dtype]

@@ -46,7 +46,9 @@ class DataParallelStrategy(Strategy):
         """Adopt the CUDA devices of this node (one node only)."""
         self._configure_parts(config)
         if config.num_nodes != 1:
-            raise ValueError(f"strategy='dp' runs in one process on one node, not num_nodes={config.num_nodes}.")
+            raise ValueError(
+                f"strategy='dp' runs in one process on one node, not num_nodes={config.num_nodes}."
+            )
         if self._parallel_devices is None:
             self._parallel_devices = list(config.parallel_devices)
 
@@ -65,9 +67,13 @@ class DataParallelStrategy(Strategy):
         """The wrapped module's state dict, without DataParallel's ``module.`` prefix."""
         return (module.module if isinstance(module, nn.DataParallel) else module).state_dict()
 
-    def load_module_state_dict(self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+    def load_module_state_dict(
+        self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
+    ) -> None:
         """Load into the wrapped module."""
-        (module.module if isinstance(module, nn.DataParallel) else module).load_state_dict(state_dict, strict=strict)
+        (module.module if isinstance(module, nn.DataParallel) else module).load_state_dict(
+            state_dict, strict=strict
+        )
 
     def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
         """Average (or sum) a tensor that DataParallel gathered from the replicas."""
@@ -75,7 +81,9 @@ class DataParallelStrategy(Strategy):
             return tensor.sum() if reduce_op == "sum" else tensor.float().mean()
         return tensor
 
-    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
         """One process: a leading dimension of size one."""
         return tensor.unsqueeze(0)
 

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.launchers.elastic import ElasticLauncher, StartMethod
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
@@ -42,6 +43,9 @@ class ParallelStrategy(Strategy, ABC):
         precision: The precision plugin.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
         timeout: How long collectives wait for the other processes.
+        start_method: How ``fabric.launch()`` starts the processes: ``"popen"`` re-runs the
+            script, ``"spawn"`` and ``"fork"`` run ``fabric.launch(fn)``'s function (see
+            :class:`~fabric_core.launchers.ElasticLauncher`).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class ParallelStrategy(Strategy, ABC):
         precision: Precision | None = None,
         process_group_backend: str | None = None,
         timeout: timedelta | None = DEFAULT_TIMEOUT,
+        start_method: StartMethod = "popen",
     ) -> None:
         super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io, precision=precision)
         self._parallel_devices = parallel_devices
@@ -61,19 +66,20 @@ class ParallelStrategy(Strategy, ABC):
         self._timeout = timeout
         self._num_nodes = 1
         self._owns_process_group = False
+        self._launcher = ElasticLauncher(self, start_method)
 
     # -- configuration ------------------------------------------------------------------
 
     def configure(self, config: StrategyConfig) -> None:
         """Adopt devices, node count and cluster environment, refusing contradictions."""
         self._configure_parts(config)
-        if self._parallel_devices is not None and config.given("devices"):
-            if len(self._parallel_devices) != len(config.parallel_devices):
-                raise ValueError(
-                    f"The strategy instance was built with parallel_devices of length {len(self._parallel_devices)}, "
-                    f"but Fabric(devices={config.explicit['devices']!r}) asks for {len(config.parallel_devices)}. "  # type: ignore[index]
-                    "Pass the devices in one place only."
-                )
+        given = self._parallel_devices
+        if given is not None and config.given("devices") and len(given) != len(config.parallel_devices):
+            raise ValueError(
+                f"The strategy instance was built with {len(given)} parallel_devices, but "
+                f"Fabric(devices={config.explicit['devices']!r}) asks for {len(config.parallel_devices)}. "  # type: ignore[index]
+                "Pass the devices in one place only."
+            )
         if self._parallel_devices is None:
             self._parallel_devices = list(config.parallel_devices)
         if self._cluster_environment is None:
@@ -106,6 +112,10 @@ class ParallelStrategy(Strategy, ABC):
 
             self._cluster_environment = detect_environment()
         return self._cluster_environment
+
+    @cluster_environment.setter
+    def cluster_environment(self, environment: ClusterEnvironment) -> None:
+        self._cluster_environment = environment
 
     @property
     def process_group_backend(self) -> str:
@@ -196,7 +206,9 @@ class ParallelStrategy(Strategy, ABC):
             return tensor
         return collectives.all_reduce(tensor, group, reduce_op or "mean")
 
-    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
         """Stack ``tensor`` from every process along a new leading dimension.
 
         With ``sync_grads=True`` the result stays in the autograd graph, so gradients flow

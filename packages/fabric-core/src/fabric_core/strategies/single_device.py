@@ -54,14 +54,18 @@ class SingleDeviceStrategy(Strategy):
     def root_device(self) -> torch.device:
         """The device given at construction (or resolved by the connector)."""
         if self._device is None:
-            raise RuntimeError("SingleDeviceStrategy has no device yet; build it through Fabric or pass device=.")
+            raise RuntimeError(
+                "SingleDeviceStrategy has no device yet; build it through Fabric or pass device=."
+            )
         return self._device
 
     def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
         """Return ``tensor`` unchanged: one process holds the whole result."""
         return tensor
 
-    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
         """Return ``tensor`` with a leading dimension of size one, like a gather over one process."""
         return tensor.unsqueeze(0) if isinstance(tensor, torch.Tensor) else tensor
 

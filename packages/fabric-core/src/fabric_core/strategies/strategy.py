@@ -147,7 +147,9 @@ class Strategy(ABC):
                 "Fabric(precision=...) or a precision plugin in plugins=[...]."
             )
         if self._precision is None:
-            self._precision = plugin if plugin is not None else self.precision_for(config.precision, device_type)
+            self._precision = (
+                plugin if plugin is not None else self.precision_for(config.precision, device_type)
+            )
         if config.checkpoint_io is not None:
             if self._checkpoint_io is not None:
                 raise ValueError(
@@ -269,9 +271,16 @@ class Strategy(ABC):
         norm_type: float = 2.0,
         error_if_nonfinite: bool = True,
     ) -> torch.Tensor:
-        """Scale gradients so their joint norm is at most ``max_norm``; return the norm before clipping."""
+        """Scale gradients so their joint norm is at most ``max_norm``; return the norm before clipping.
+
+        Under dynamic loss scaling (a precision plugin with a ``scaler``) gradients overflow
+        now and then by design; the plugin skips that optimizer step, so a non-finite norm
+        is returned instead of raising, whatever ``error_if_nonfinite`` says.
+        """
         self.precision.unscale_gradients(optimizer)
         parameters = _optimizer_parameters(optimizer)
+        if getattr(self.precision, "scaler", None) is not None:
+            error_if_nonfinite = False
         return torch.nn.utils.clip_grad_norm_(
             parameters, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
         )
@@ -292,11 +301,15 @@ class Strategy(ABC):
     # -- collectives --------------------------------------------------------------------
 
     @abstractmethod
-    def reduce(self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
+    def reduce(
+        self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean"
+    ) -> Any:
         """Reduce ``tensor`` across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
 
     @abstractmethod
-    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
         """Gather ``tensor`` from every process into a new leading dimension of size ``world_size``."""
 
     @abstractmethod
@@ -321,7 +334,9 @@ class Strategy(ABC):
         """The state dict of an optimizer returned by :meth:`setup_optimizer`."""
         return optimizer.state_dict()
 
-    def load_module_state_dict(self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+    def load_module_state_dict(
+        self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
+    ) -> None:
         """Load a full state dict into a module returned by :meth:`setup_module`."""
         module.load_state_dict(state_dict, strict=strict)
 

@@ -27,7 +27,9 @@ def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
         return type(data)(apply_to_tensors(value, function) for value in data)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         changes = {
-            f.name: apply_to_tensors(getattr(data, f.name), function) for f in dataclasses.fields(data) if f.init
+            f.name: apply_to_tensors(getattr(data, f.name), function)
+            for f in dataclasses.fields(data)
+            if f.init
         }
         return dataclasses.replace(data, **changes)
     return data

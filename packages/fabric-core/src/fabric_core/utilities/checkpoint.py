@@ -39,7 +39,9 @@ def collect_state(
             value = obj
         if filter is not None and key in filter:
             if not isinstance(value, dict):
-                raise TypeError(f"filter['{key}'] was given, but state['{key}'] is not a dict or a state dict.")
+                raise TypeError(
+                    f"filter['{key}'] was given, but state['{key}'] is not a dict or a state dict."
+                )
             keep = filter[key]
             value = {name: entry for name, entry in value.items() if keep(name, entry)}
         checkpoint[key] = value

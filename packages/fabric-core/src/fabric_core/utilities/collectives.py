@@ -31,6 +31,7 @@ def all_reduce(tensor: torch.Tensor, group: Any | None, reduce_op: str | dist.Re
     Raises:
         ValueError: ``reduce_op`` is not a known operation name.
     """
+    op: Any
     if isinstance(reduce_op, str):
         op = _OPS.get(reduce_op.lower())
         if op is None:
@@ -50,9 +51,12 @@ def all_gather(tensor: torch.Tensor, group: Any | None, sync_grads: bool) -> tor
     """Gather equally shaped tensors from every process into a new leading dimension."""
     tensor = tensor.contiguous()
     if sync_grads:
-        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+        import torch.distributed._functional_collectives as funcol
 
-        return torch.stack(differentiable_all_gather(tensor, group=group or dist.group.WORLD))
+        # Differentiable: backward reduce-scatters the gradients to their source ranks.
+        gather: Any = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
+        gathered = gather(tensor.unsqueeze(0), 0, group or dist.group.WORLD)
+        return funcol.wait_tensor(gathered)
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, tensor, group=group)
     return torch.stack(gathered)
@@ -65,4 +69,4 @@ def broadcast(obj: _T, src: int) -> _T:
         return obj
     holder = [obj]
     dist.broadcast_object_list(holder, src)
-    return holder[0]  # type: ignore[return-value]
+    return holder[0]

@@ -25,7 +25,9 @@ _DATALOADER_ARGS = (
 )
 
 
-def with_distributed_sampler(dataloader: DataLoader, num_replicas: int, rank: int, seed: int = 0) -> DataLoader:
+def with_distributed_sampler(
+    dataloader: DataLoader, num_replicas: int, rank: int, seed: int = 0
+) -> DataLoader:
     """A copy of ``dataloader`` whose sampler gives process ``rank`` its shard of the dataset.
 
     Shuffling is kept when the original loader shuffled (a ``RandomSampler``); the shard
@@ -51,7 +53,7 @@ def with_distributed_sampler(dataloader: DataLoader, num_replicas: int, rank: in
             "DistributedSampler(dataset, num_replicas=fabric.world_size, rank=fabric.global_rank)) and call "
             "fabric.setup_dataloaders(loader, use_distributed_sampler=False)."
         )
-    distributed = DistributedSampler(
+    distributed: DistributedSampler[Any] = DistributedSampler(
         dataloader.dataset,
         num_replicas=num_replicas,
         rank=rank,

@@ -77,7 +77,9 @@ def _from_int(devices: int, original: object = None) -> DeviceRequest:
     if devices == -1:
         return DeviceRequest(all=True)
     if devices <= 0:
-        reason = "it must be at least 1" if devices == 0 else "the only negative value allowed is -1 (all devices)"
+        reason = (
+            "it must be at least 1" if devices == 0 else "the only negative value allowed is -1 (all devices)"
+        )
         raise ValueError(_explain(original, reason))
     return DeviceRequest(count=devices)
 

@@ -1,0 +1,199 @@
+"""DistributedDataParallel: one process per device, gradients all-reduced in backward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.launchers.elastic import StartMethod
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.parallel import DEFAULT_TIMEOUT, ParallelStrategy
+
+__all__ = ["DDPStrategy"]
+
+
+class DDPStrategy(ParallelStrategy):
+    """Data parallel training with ``torch.nn.parallel.DistributedDataParallel``.
+
+    Every process holds a full replica of the model and a shard of the data. In backward,
+    DDP all-reduces gradient buckets while the rest of backward still runs, so after
+    ``fabric.backward(loss)`` every replica holds the average gradient and the optimizer
+    steps keep the replicas identical. Memory per process is that of single-device
+    training plus the gradient buckets.
+
+    Args:
+        accelerator: The accelerator; set by ``Fabric`` when omitted.
+        parallel_devices: One device per process on this node; set by ``Fabric`` when omitted.
+        cluster_environment: Where ranks come from; detected when omitted.
+        checkpoint_io: How checkpoints are written.
+        precision: The precision plugin.
+        ddp_comm_state: State passed to ``ddp_comm_hook`` (e.g. a ``PowerSGDState``, or the
+            ``PostLocalSGDState`` that ``model_averaging_period`` needs).
+        ddp_comm_hook: A communication hook, e.g. ``default_hooks.fp16_compress_hook``.
+        ddp_comm_wrapper: A hook wrapper applied to ``ddp_comm_hook``, e.g.
+            ``default_hooks.fp16_compress_wrapper``.
+        model_averaging_period: Post-local SGD: after the warm-up steps of the
+            ``PostLocalSGDState``, replicas train locally and their parameters are averaged
+            every this many optimizer steps. Requires ``ddp_comm_state`` to be a
+            ``PostLocalSGDState`` and ``ddp_comm_hook`` to be ``post_localSGD_hook``.
+        process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
+        timeout: How long collectives wait for the other processes.
+        start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"`` (run
+            ``fabric.launch(fn)``'s function in new processes).
+        **kwargs: Passed to ``DistributedDataParallel`` (``find_unused_parameters``,
+            ``gradient_as_bucket_view``, ``static_graph``, ``bucket_cap_mb``, ...).
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision: Precision | None = None,
+        ddp_comm_state: object | None = None,
+        ddp_comm_hook: Callable[..., Any] | None = None,
+        ddp_comm_wrapper: Callable[..., Any] | None = None,
+        model_averaging_period: int | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = DEFAULT_TIMEOUT,
+        start_method: StartMethod = "popen",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision=precision,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method=start_method,
+        )
+        _check_ddp_kwargs(kwargs)
+        _check_model_averaging(model_averaging_period, ddp_comm_state, ddp_comm_hook)
+        self._ddp_comm_state = ddp_comm_state
+        self._ddp_comm_hook = ddp_comm_hook
+        self._ddp_comm_wrapper = ddp_comm_wrapper
+        self._model_averaging_period = model_averaging_period
+        self._model_averager: Any = None
+        self._ddp_kwargs = kwargs
+
+    def setup_module(self, module: nn.Module) -> DistributedDataParallel:
+        """Wrap the module in ``DistributedDataParallel`` and register the communication hook.
+
+        Parameters are broadcast from rank 0 when the wrapper is built, so every replica
+        starts from the same weights.
+        """
+        device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+        ddp = DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
+        if self._ddp_comm_hook is not None:
+            hook = self._ddp_comm_hook
+            if self._ddp_comm_wrapper is not None:
+                hook = self._ddp_comm_wrapper(hook)
+            ddp.register_comm_hook(state=self._ddp_comm_state, hook=hook)
+        if self._model_averaging_period is not None:
+            import torch.distributed as dist
+            from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+
+            state: Any = self._ddp_comm_state
+            if state.subgroup is None:
+                # torch's default subgroup size is the CUDA device count, which is 0 on a CPU:
+                # use the processes of one node instead, the same grouping on GPUs.
+                state.subgroup, _ = dist.new_subgroups(group_size=self.num_processes)
+            warmup = state.start_localSGD_iter
+            self._model_averager = PeriodicModelAverager(
+                period=self._model_averaging_period, warmup_steps=warmup
+            )
+        return ddp
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Step, then (post-local SGD) average the parameters across replicas every period."""
+        result = super().optimizer_step(optimizer, **kwargs)
+        if self._model_averager is not None:
+            self._model_averager.average_parameters(optimizer.param_groups)
+        return result
+
+    @contextmanager
+    def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> Iterator[None]:
+        """Skip DDP's gradient all-reduce in backward passes inside the block.
+
+        Gradients accumulate locally; the first backward outside the block all-reduces the
+        accumulated sum. Use it for all micro-batches but the last of an accumulation step.
+
+        Raises:
+            TypeError: ``module`` is not the DDP module this strategy set up.
+        """
+        if not enabled:
+            yield
+            return
+        if not isinstance(module, DistributedDataParallel):
+            raise TypeError(
+                f"no_backward_sync needs the model set up by this DDP strategy, got {type(module).__name__}."
+            )
+        with module.no_sync():
+            yield
+
+    def get_module_state_dict(self, module: nn.Module) -> dict[str, Any]:
+        """The replica's state dict, with the user's keys (no ``module.`` prefix)."""
+        return _unwrap(module).state_dict()
+
+    def load_module_state_dict(
+        self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
+    ) -> None:
+        """Load a full state dict into the replica (every process loads the same file)."""
+        _unwrap(module).load_state_dict(state_dict, strict=strict)
+
+    def __repr__(self) -> str:
+        return (
+            f"DDPStrategy(backend={self._process_group_backend or 'auto'}, start_method="
+            f"{self._launcher.start_method if self._launcher else None!r}, precision={self._precision!r})"  # type: ignore[attr-defined]
+        )
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def _check_ddp_kwargs(kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    accepted = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
+        "self",
+        "module",
+        "device_ids",
+    }
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"DDPStrategy got unknown argument(s) {', '.join(unknown)}. Extra keyword arguments are passed to "
+            f"DistributedDataParallel, which accepts: {', '.join(sorted(accepted))}."
+        )
+
+
+def _check_model_averaging(period: int | None, state: object | None, hook: Callable[..., Any] | None) -> None:
+    if period is None:
+        return
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise ValueError(f"model_averaging_period={period!r} must be a positive number of optimizer steps.")
+    from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import (
+        PostLocalSGDState,
+        post_localSGD_hook,
+    )
+
+    if not isinstance(state, PostLocalSGDState) or hook is not post_localSGD_hook:
+        raise ValueError(
+            "model_averaging_period (post-local SGD) needs ddp_comm_state=PostLocalSGDState(process_group=None, "
+            "subgroup=..., start_localSGD_iter=N) and ddp_comm_hook=post_localSGD_hook from "
+            "torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook."
+        )
