@@ -72,6 +72,16 @@ def fabric_register_environments(registry: Registry) -> None:
 
 
 @hookimpl
+def fabric_register_checkpoint_formats(registry: Registry) -> None:
+    """Register the torch.distributed.checkpoint (DCP) directory format."""
+    registry.register(
+        "dcp",
+        "fabric_core.io.formats:DCPFormat",
+        description="A torch.distributed.checkpoint directory (sharded, any world size)",
+    )
+
+
+@hookimpl
 def fabric_register_precisions(registry: Registry) -> None:
     """Register the precision strings every strategy understands."""
     base = "fabric_core.precision"

@@ -50,15 +50,24 @@ class PrecisionRegistry(Registry):
         super().__init__("precision", "precisions")
 
 
+class CheckpointFormatRegistry(Registry):
+    """Maps checkpoint format names (``"dcp"``, ``"deepspeed"``, ...) to format classes."""
+
+    def __init__(self) -> None:
+        super().__init__("checkpoint format", "checkpoint formats", hints={"deepspeed": "fabric-deepspeed"})
+
+
 STRATEGY_REGISTRY: Final = StrategyRegistry()
 ACCELERATOR_REGISTRY: Final = AcceleratorRegistry()
 ENVIRONMENT_REGISTRY: Final = EnvironmentRegistry()
 PRECISION_REGISTRY: Final = PrecisionRegistry()
+CHECKPOINT_FORMAT_REGISTRY: Final = CheckpointFormatRegistry()
 
 ALL_REGISTRIES: Final = {
     "fabric_register_strategies": STRATEGY_REGISTRY,
     "fabric_register_accelerators": ACCELERATOR_REGISTRY,
     "fabric_register_environments": ENVIRONMENT_REGISTRY,
     "fabric_register_precisions": PRECISION_REGISTRY,
+    "fabric_register_checkpoint_formats": CHECKPOINT_FORMAT_REGISTRY,
 }
 """Each registration hook and the registry it fills."""

@@ -71,3 +71,12 @@ def fabric_register_environments(registry: Registry) -> None:
 @hookspec
 def fabric_register_precisions(registry: Registry) -> None:
     """Register precision plugins under their precision string (``"bf16-mixed"``, ...)."""
+
+
+@hookspec
+def fabric_register_checkpoint_formats(registry: Registry) -> None:
+    """Register checkpoint formats that ``fabric checkpoint consolidate`` can turn into one file.
+
+    The registered class subclasses :class:`fabric_core.io.formats.CheckpointFormat`: a
+    ``detect(path)`` static method and a ``consolidate(path, output)`` method.
+    """

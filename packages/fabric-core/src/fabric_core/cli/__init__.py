@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fabric_core.cli import checkpoint as checkpoint_command
 from fabric_core.cli import run as run_command
 
 __all__ = ["build_parser", "main"]
@@ -20,7 +21,10 @@ _LISTINGS = {
     "plugins": "List the installed plugin distributions and their status.",
     "env": "Print what a bug report needs: versions, devices, plugins, environment.",
 }
-_MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {"run": "fabric_core.cli.run"}
+_MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {
+    "run": "fabric_core.cli.run",
+    "checkpoint": "fabric_core.cli.checkpoint",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = commands.add_parser("run", help=run_help, description=run_command.__doc__)
     run_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     run_command.add_arguments(run_parser)
+    checkpoint_help = "Work with checkpoints: consolidate a sharded checkpoint into one file."
+    checkpoint_parser = commands.add_parser("checkpoint", help=checkpoint_help, description=checkpoint_help)
+    checkpoint_command.add_arguments(checkpoint_parser)
     for name, help_text in _LISTINGS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
