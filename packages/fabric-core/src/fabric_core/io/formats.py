@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["CheckpointFormat", "DCPFormat", "atomic_output"]
@@ -49,21 +51,16 @@ class DCPFormat(CheckpointFormat):
             dcp_to_torch_save(path, temporary)
 
 
-class atomic_output:  # noqa: N801 - used like a function: ``with atomic_output(path) as tmp``
-    """A temporary path next to ``output`` that is renamed over it when the block succeeds."""
-
-    def __init__(self, output: Path) -> None:
-        self.output = Path(output)
-
-    def __enter__(self) -> Path:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{self.output.name}.", suffix=".tmp", dir=self.output.parent)
-        os.close(handle)
-        self.temporary = Path(name)
-        return self.temporary
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        if exc_type is None:
-            os.replace(self.temporary, self.output)
-        else:
-            self.temporary.unlink(missing_ok=True)
+@contextmanager
+def atomic_output(output: Path) -> Iterator[Path]:
+    """A temporary path next to ``output``, renamed over it when the block succeeds (removed if not)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
