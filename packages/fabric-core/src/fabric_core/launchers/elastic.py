@@ -18,6 +18,18 @@ __all__ = ["START_METHODS", "ElasticLauncher", "StartMethod", "is_interactive"]
 StartMethod = Literal["popen", "spawn", "fork"]
 START_METHODS: Final = ("popen", "spawn", "fork")
 
+_NOT_INTERACTIVE: Final = {
+    "popen": (
+        "This strategy starts its processes by re-running your script, which an interactive session "
+        "(a notebook or the REPL) does not have. Use strategy='ddp_notebook' (forked processes) with "
+        "fabric.launch(train_function), or run a script with `fabric run`."
+    ),
+    "spawn": (
+        "strategy='ddp_spawn' starts fresh interpreters that must import your function, which a function "
+        "defined in a notebook or the REPL cannot be. Use strategy='ddp_notebook' (forked processes) instead."
+    ),
+}
+
 
 class ElasticLauncher(Launcher):
     """Starts one worker per device under the elastic agent, or joins existing workers.
@@ -77,8 +89,9 @@ class ElasticLauncher(Launcher):
         """
         if not self.needs_launch:
             return function(*args, **kwargs)
+        if not self.is_interactive_compatible and is_interactive():
+            raise RuntimeError(_NOT_INTERACTIVE[self.start_method])
         if self.start_method == "popen":
-            self._check_script_can_rerun()
             self._run_script_workers()
         results = run_agent(self._settings(), _run_worker, [self._strategy, function, args, kwargs])
         return results.get(0)
@@ -106,15 +119,6 @@ class ElasticLauncher(Launcher):
             sys.exit(error.exitcode)
         # The workers ran the whole script; this process only launched them.
         sys.exit(0)
-
-    def _check_script_can_rerun(self) -> None:
-        if is_interactive():
-            raise RuntimeError(
-                "This strategy starts its processes by re-running your script, which an interactive "
-                "session (a notebook or the REPL) does not have. Use strategy='ddp_notebook' (forked "
-                "processes) with fabric.launch(train_function), or run a script with `fabric run`."
-            )
-
 
 def is_interactive() -> bool:
     """Whether this interpreter is a REPL or a notebook kernel (no script to re-run)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from abc import ABC
 from datetime import timedelta
@@ -188,6 +189,9 @@ class ParallelStrategy(Strategy, ABC):
             self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
         )
         self._owns_process_group = True
+        # A process that exits with its gloo group alive can abort in the group's destructor
+        # ("terminate called without an active exception"): destroy it on the way out.
+        atexit.register(_destroy_process_group_at_exit)
 
     def teardown(self) -> None:
         """Destroy the process group this strategy formed, then release the other parts."""
@@ -236,3 +240,8 @@ class ParallelStrategy(Strategy, ABC):
         flag = torch.tensor(int(decision), device=self.root_device)
         collectives.all_reduce(flag, None, "sum")
         return bool(flag == self.world_size) if all else bool(flag > 0)
+
+
+def _destroy_process_group_at_exit() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
