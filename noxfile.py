@@ -17,13 +17,16 @@ ROOT = Path(__file__).parent
 PYTHON = os.environ.get("FABRIC_PYTHON", "3.11")
 TORCH = os.environ.get("FABRIC_TORCH", "torch==2.13.0")
 TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3")
+# torch_xla works only with the torch release of its own version: fabric-xla's session
+# installs this pair instead of TORCH.
+XLA_STACK = tuple(os.environ.get("FABRIC_XLA_STACK", "torch==2.9.0 torch_xla==2.9.0").split())
 
 if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
     os.environ["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "core", "ddp", "integration", "docs"]
+nox.options.sessions = ["lint", "typecheck", "core", "ddp", "fsdp", "deepspeed", "xla", "integration", "docs"]
 
 
 def _packages(*names: str) -> list[str]:
@@ -48,6 +51,44 @@ def ddp(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fsdp(session: nox.Session) -> None:
+    """fabric-fsdp's tests: FSDP2, tensor parallel and DCP checkpoints on 2 and 4 CPU processes (gloo).
+
+    fabric-ddp is installed too: the memory test measures DDP on the same model.
+    """
+    session.install(TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-ddp", "fabric-fsdp"))
+    session.run("pytest", "packages/fabric-fsdp/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def deepspeed(session: nox.Session) -> None:
+    """fabric-deepspeed's tests: real ZeRO 1-3 runs on 2 CPU processes (DeepSpeed's CPU accelerator, gloo).
+
+    DeepSpeed compiles C++ ops the first time they are used (minutes each on a CPU). The
+    tests avoid them, and TORCH_EXTENSIONS_DIR points at a cache that outlives this
+    session's fresh environment, so an op that does get built is built once per machine.
+    """
+    session.install(TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-deepspeed"))
+    session.env["DS_ACCELERATOR"] = "cpu"
+    session.env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "fabric-deepspeed-ops")
+    )
+    session.run("pytest", "packages/fabric-deepspeed/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def xla(session: nox.Session) -> None:
+    """fabric-xla's tests on XLA:CPU, in an environment with torch_xla and its own torch.
+
+    The pair is XLA_STACK (torch 2.9.0 from the package index is a CUDA build: about 4 GB to
+    download on a fresh machine). ``--no-config`` keeps uv from applying the workspace's
+    torch constraint. The multi-process tests need a TPU and are skipped elsewhere.
+    """
+    session.install("--no-config", *XLA_STACK, *TEST_TOOLS, *_packages("fabric-core", "fabric-xla"))
+    session.run("pytest", "packages/fabric-xla/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Cross-distribution tests: wheels installed into fresh virtual environments."""
     session.install(TORCH, *TEST_TOOLS, "uv", *_packages("fabric-core"))
@@ -65,8 +106,18 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over every distribution's sources."""
-    session.install(TORCH, "mypy>=1.13", *_packages("fabric-core", "fabric-ddp"))
-    session.run("mypy", "packages/fabric-core/src", "packages/fabric-ddp/src")
+    session.install(TORCH, "mypy>=1.13", *_packages("fabric-core", "fabric-ddp", "fabric-fsdp"))
+    # fabric-deepspeed type-checks without deepspeed installed (mypy treats it as untyped).
+    session.install("--no-deps", *_packages("fabric-deepspeed"))
+    session.run(
+        "mypy",
+        "packages/fabric-core/src",
+        "packages/fabric-ddp/src",
+        "packages/fabric-fsdp/src",
+        "packages/fabric-deepspeed/src",
+        # torch_xla is not installed here: its imports are untyped (ignore_missing_imports).
+        "packages/fabric-xla/src",
+    )
 
 
 @nox.session(python=PYTHON)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from probes import CROWDED
+
 
 def test_core_alone_registers_only_its_own_names(fresh_environment):
     env = fresh_environment("fabric-core")
@@ -24,7 +26,7 @@ def test_core_alone_registers_only_its_own_names(fresh_environment):
 
 
 def test_installed_plugin_is_discovered_lazily_and_a_broken_one_is_reported(fresh_environment):
-    env = fresh_environment("fabric-core", "fabric-throwaway", "fabric-broken-plugin")
+    env = fresh_environment(*CROWDED)
     result = env.python(
         """
         import sys
@@ -63,7 +65,7 @@ def test_installed_plugin_is_discovered_lazily_and_a_broken_one_is_reported(fres
 
 
 def test_disabled_plugin_is_not_imported(fresh_environment):
-    env = fresh_environment("fabric-core", "fabric-throwaway", "fabric-broken-plugin")
+    env = fresh_environment(*CROWDED)
     result = env.python(
         """
         import sys

@@ -43,18 +43,25 @@ def build_wheel(project: Path, out_dir: Path) -> Path:
 
 
 class FreshEnvironment:
-    """A new virtual environment with torch and the given wheels installed, nothing else."""
+    """A new virtual environment with torch and the given wheels installed, nothing else.
 
-    def __init__(self, path: Path, wheels: list[Path]) -> None:
+    Args:
+        path: Where to create it.
+        requirements: Wheel paths, or requirement strings such as
+            ``"fabric-localsgd[test] @ file:///.../fabric_localsgd-0.1.0-py3-none-any.whl"``.
+        no_deps: Wheels installed afterwards without their dependencies (plugins whose heavy
+            dependency is replaced by a stand-in).
+    """
+
+    def __init__(self, path: Path, requirements: list[Path | str], no_deps: list[Path] | None = None) -> None:
         self.path = path
+        install = [uv(), "pip", "install", "--quiet", "--python", str(self.python_path)]
         subprocess.run(
             [uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, env=uv_environment()
         )
-        subprocess.run(
-            [uv(), "pip", "install", "--quiet", "--python", str(self.python_path), TORCH, *map(str, wheels)],
-            check=True,
-            env=uv_environment(),
-        )
+        subprocess.run([*install, TORCH, *map(str, requirements)], check=True, env=uv_environment())
+        if no_deps:
+            subprocess.run([*install, "--no-deps", *map(str, no_deps)], check=True, env=uv_environment())
 
     @property
     def python_path(self) -> Path:
@@ -62,17 +69,26 @@ class FreshEnvironment:
         return self.path / "bin" / "python"
 
     def run(
-        self, *command: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+        self,
+        *command: str,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command from the environment's ``bin`` directory and capture its output."""
         executable = str(self.path / "bin" / command[0])
         full_env = {**os.environ, **(env or {})}
         full_env.pop("VIRTUAL_ENV", None)
+        # The environment is thrown away: let its processes cache bytecode (under the
+        # environment, not the source tree), so the second process importing torch is fast.
+        full_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        full_env["PYTHONPYCACHEPREFIX"] = str(self.path / "pycache")
         for name in ("FABRIC_DISABLE_PLUGINS", "FABRIC_LOAD_PLUGINS"):
             if env is None or name not in env:
                 full_env.pop(name, None)
         result = subprocess.run(
-            [executable, *command[1:]], capture_output=True, text=True, env=full_env, timeout=timeout
+            [executable, *command[1:]], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
         )
         if check and result.returncode != 0:
             raise AssertionError(

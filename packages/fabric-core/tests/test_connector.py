@@ -315,3 +315,18 @@ def test_current_precision_names_do_not_warn() -> None:
         warnings.simplefilter("error")
         assert resolve_precision("bf16-mixed") == "bf16-mixed"
         assert resolve_precision(None) == "32-true"
+
+
+def test_auto_strategy_is_the_accelerators_choice_when_it_makes_one() -> None:
+    from fabric_core.connector import resolve_strategy
+    from fabric_core.strategies import DataParallelStrategy
+
+    class PrefersDataParallel(CPUAccelerator):
+        @classmethod
+        def auto_strategy(cls, total_processes: int) -> str | None:
+            return "dp" if total_processes > 1 else None
+
+    assert CPUAccelerator.auto_strategy(2) is None
+    assert isinstance(resolve_strategy("auto", 2, PrefersDataParallel()), DataParallelStrategy)
+    assert isinstance(resolve_strategy("auto", 1, PrefersDataParallel()), SingleDeviceStrategy)
+    assert isinstance(resolve_strategy("single_device", 2, PrefersDataParallel()), SingleDeviceStrategy)

@@ -191,10 +191,13 @@ def resolve_precision(precision: str | int | None) -> str:
     )
 
 
-def resolve_strategy(strategy: str | Strategy, total_processes: int) -> Strategy:
+def resolve_strategy(
+    strategy: str | Strategy, total_processes: int, accelerator: Accelerator | None = None
+) -> Strategy:
     """The strategy for ``Fabric(strategy=...)``.
 
-    ``"auto"`` is ``"single_device"`` for one process and ``"ddp"`` for more.
+    ``"auto"`` is the accelerator's choice (:meth:`Accelerator.auto_strategy`) when it
+    makes one, else ``"single_device"`` for one process and ``"ddp"`` for more.
 
     Raises:
         UnknownNameError: No strategy has that name; the message lists the names and, for
@@ -209,6 +212,9 @@ def resolve_strategy(strategy: str | Strategy, total_processes: int) -> Strategy
         )
     if strategy != "auto":
         return STRATEGY_REGISTRY.get(strategy)
+    preferred = accelerator.auto_strategy(total_processes) if accelerator is not None else None
+    if preferred is not None:
+        return STRATEGY_REGISTRY.get(preferred)
     if total_processes == 1:
         return STRATEGY_REGISTRY.get("single_device")
     try:
@@ -256,7 +262,7 @@ def connect(
     parallel_devices = resolve_devices(devices, accelerator_obj)
     nodes = resolve_num_nodes(num_nodes)
     precision_name = resolve_precision(precision)
-    strategy_obj = resolve_strategy(strategy, len(parallel_devices) * nodes)
+    strategy_obj = resolve_strategy(strategy, len(parallel_devices) * nodes, accelerator_obj)
     strategy_obj.configure(
         StrategyConfig(
             accelerator=accelerator_obj,

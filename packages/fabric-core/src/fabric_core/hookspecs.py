@@ -17,8 +17,10 @@ hooks below. Each hook receives a registry and registers names into it, preferab
 
 The hook names are public API: new hooks may be added, existing ones are never renamed.
 A plugin module may declare which plugin API versions it supports with a module-level
-``FABRIC_PLUGIN_API = (1,)``; a plugin that does not list :data:`PLUGIN_API_VERSION` is
-skipped with a message naming both versions.
+``FABRIC_PLUGIN_API = (1,)`` (or one integer); a plugin that does not list
+:data:`PLUGIN_API_VERSION` is skipped whole, with a message naming both versions, and a
+module that declares nothing is loaded. ``fabric_core.testing`` checks that a strategy a
+plugin registers keeps the ``Strategy`` contract.
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ class PluginInfo:
         error: Why the plugin is not loaded, empty when it is.
         hooks: The hooks the plugin implements.
         registered: For each registry (``"strategies"``, ...), the names the plugin registered.
+        api_versions: The plugin API versions the module declares in ``FABRIC_PLUGIN_API``
+            (empty when it declares none, or was not imported).
+        rolled_back: For a plugin that failed part-way, the names it had registered before
+            the failure; they were removed again and are not available.
     """
 
     name: str
@@ -62,6 +66,8 @@ class PluginInfo:
     error: str = ""
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    api_versions: list[int] = field(default_factory=list)
+    rolled_back: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of this record."""
@@ -74,6 +80,8 @@ class PluginInfo:
             "error": self.error,
             "hooks": list(self.hooks),
             "registered": {kind: list(names) for kind, names in self.registered.items()},
+            "api_versions": list(self.api_versions),
+            "rolled_back": {kind: list(names) for kind, names in self.rolled_back.items()},
         }
 
 
@@ -103,9 +111,15 @@ class _PluginLoader:
             allowed = _name_set(os.environ.get(ALLOW_VARIABLE, "")) or None
             for entry_point in entry_points(group=ENTRY_POINT_GROUP):
                 info = _info_for(entry_point)
+                # Covers names a module registers while it is imported, too: a plugin that does
+                # not load leaves nothing behind.
+                snapshot = _snapshot()
                 module = self._import(entry_point, info, disabled, allowed)
                 if module is not None:
                     self._register(manager, info, module)
+                if info.status != "loaded":
+                    info.rolled_back = _restore(snapshot)
+                    info.registered.clear()
                 self.infos.append(info)
             self.infos.insert(0, builtin)
             self.seconds = time.perf_counter() - start
@@ -132,8 +146,17 @@ class _PluginLoader:
                 f"the entry point must name a module, but '{entry_point.value}' is a {type(module).__name__}"
             )
             return None
-        supported = getattr(module, "FABRIC_PLUGIN_API", None)
-        if supported is not None and PLUGIN_API_VERSION not in tuple(supported):
+        declared = getattr(module, "FABRIC_PLUGIN_API", None)
+        supported = _api_versions(declared)
+        if supported is None:
+            info.status = "failed"
+            info.error = (
+                f"FABRIC_PLUGIN_API must be an integer or a tuple of integers (the plugin API versions the "
+                f"module supports), got {declared!r}"
+            )
+            return None
+        info.api_versions = supported
+        if supported and PLUGIN_API_VERSION not in supported:
             info.status = "incompatible"
             info.error = (
                 f"the plugin supports fabric plugin API version(s) {', '.join(map(str, supported))}, "
@@ -156,7 +179,6 @@ class _PluginLoader:
             info.status, info.error = "failed", f"invalid plugin: {error}"
             manager.unregister(module) if manager.is_registered(module) else None
             return
-        snapshots = {name: dict(registry._entries) for name, registry in ALL_REGISTRIES.items()}
         try:
             for caller in callers:
                 registry = ALL_REGISTRIES[caller.name]
@@ -169,11 +191,7 @@ class _PluginLoader:
                 added = [name for name in registry._entries if name not in before]
                 info.registered[registry.plural] = added
         except Exception as error:
-            for name, registry in ALL_REGISTRIES.items():
-                registry._entries = snapshots[name]
-                registry._classes.clear()
             info.status, info.error = "failed", f"{type(error).__name__}: {error}"
-            info.registered.clear()
             manager.unregister(module)
 
 
@@ -225,6 +243,36 @@ def failure_for_name(registry: Registry, name: str) -> str | None:
             f"Unknown {registry.kind} '{name}'. Available {registry.plural}: {available}. "
             f"Plugins that did not load and may provide it: {listing}."
         )
+    return None
+
+
+def _snapshot() -> dict[str, dict[str, Any]]:
+    return {hook: dict(registry._entries) for hook, registry in ALL_REGISTRIES.items()}
+
+
+def _restore(snapshot: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Put every registry back as it was; return the names that were removed, by registry."""
+    removed: dict[str, list[str]] = {}
+    for hook, registry in ALL_REGISTRIES.items():
+        before = snapshot[hook]
+        added = [name for name, entry in registry._entries.items() if before.get(name) is not entry]
+        if added:
+            removed[registry.plural] = added
+            registry._entries = dict(before)
+            registry._classes.clear()
+    return removed
+
+
+def _api_versions(declared: object) -> list[int] | None:
+    """``FABRIC_PLUGIN_API`` as a list of versions (empty when undeclared), ``None`` when malformed."""
+    if declared is None:
+        return []
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return [declared]
+    if isinstance(declared, (tuple, list, set, frozenset)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in declared
+    ):
+        return sorted(declared)
     return None
 
 

@@ -40,6 +40,16 @@ class Accelerator(ABC):
         """The ``torch.distributed`` backend multi-process strategies use by default."""
         return "gloo"
 
+    @classmethod
+    def auto_strategy(cls, total_processes: int) -> str | None:
+        """The strategy ``strategy="auto"`` picks on this accelerator for ``total_processes`` processes.
+
+        ``None`` (the default) leaves the choice to fabric: ``single_device`` for one process,
+        ``ddp`` for more. An accelerator whose devices need strategies of their own (XLA)
+        names them here.
+        """
+        return None
+
     def parallel_devices(self, request: DeviceRequest) -> list[torch.device]:
         """The devices the processes on one node use, one per process.
 

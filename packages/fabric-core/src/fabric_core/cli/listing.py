@@ -6,16 +6,23 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
+from collections import Counter
 from typing import Any
 
 from fabric_core._registries import STRATEGY_REGISTRY
+from fabric_core.hookspecs import PLUGIN_API_VERSION
 from fabric_core.plugins import discovery_seconds, plugin_infos
 from fabric_core.registry import Registry
 
 
 def strategy_rows(registry: Registry = STRATEGY_REGISTRY) -> list[dict[str, Any]]:
-    """One row per registered strategy, plus first-party names whose plugin is missing or failed."""
+    """One row per registered strategy, plus one per name that is missing.
+
+    Missing names are those a plugin that did not load had registered before it failed, and
+    first-party names whose plugin is not installed or did not load.
+    """
     rows = []
     for entry in registry.entries():
         missing = entry.missing_requirements()
@@ -28,18 +35,29 @@ def strategy_rows(registry: Registry = STRATEGY_REGISTRY) -> list[dict[str, Any]
                 "buildable": not missing,
             }
         )
-    problems = {info.distribution: info for info in plugin_infos() if info.status != "loaded"}
+    not_loaded = [info for info in plugin_infos() if info.status != "loaded"]
+    listed = {row["name"] for row in rows}
+    for info in not_loaded:
+        for name in info.rolled_back.get(registry.plural, []):
+            if name not in listed:
+                listed.add(name)
+                rows.append(_missing_row(name, info.distribution, f"plugin {info.status}: {info.error}"))
+    problems = {_normalize(info.distribution): info for info in not_loaded}
     for name, distribution in registry._hints.items():
-        if name in registry:
+        if name in listed:
             continue
-        info = problems.get(distribution)
+        problem = problems.get(_normalize(distribution))
         status = (
-            f"plugin {info.status}: {info.error}" if info else f"not installed (pip install {distribution})"
+            f"plugin {problem.status}: {problem.error}"
+            if problem
+            else f"not installed (pip install {distribution})"
         )
-        rows.append(
-            {"name": name, "description": "", "provider": distribution, "status": status, "buildable": False}
-        )
+        rows.append(_missing_row(name, distribution, status))
     return rows
+
+
+def _missing_row(name: str, provider: str, status: str) -> dict[str, Any]:
+    return {"name": name, "description": "", "provider": provider, "status": status, "buildable": False}
 
 
 def run_strategies(args: argparse.Namespace) -> int:
@@ -53,6 +71,11 @@ def run_strategies(args: argparse.Namespace) -> int:
     absent = sorted({row["provider"] for row in rows if row["status"].startswith("not installed")})
     if absent:
         print(f"\nMore strategies come with: {', '.join(absent)}")
+    not_loaded = [info for info in plugin_infos() if info.status != "loaded"]
+    if not_loaded:
+        print("\nPlugins that did not load (the strategies they provide are missing; see `fabric plugins`):")
+        for info in not_loaded:
+            print(f"  {info.name} ({info.distribution} {info.version}): {info.status}: {info.error}")
     return 0
 
 
@@ -69,6 +92,8 @@ def run_plugins(args: argparse.Namespace) -> int:
     for info in infos:
         print(f"{info.name}  ({info.distribution} {info.version})  [{info.status}]")
         print(f"  module: {info.module}")
+        if info.api_versions:
+            print(f"  plugin API: {', '.join(map(str, info.api_versions))}")
         if info.error:
             print(f"  error:  {info.error}")
         if info.hooks:
@@ -76,7 +101,14 @@ def run_plugins(args: argparse.Namespace) -> int:
         for kind, names in info.registered.items():
             if names:
                 print(f"  {kind}: {', '.join(names)}")
-    print(f"\nDiscovery took {discovery_seconds() * 1e3:.1f} ms.")
+        for kind, names in info.rolled_back.items():
+            print(f"  {kind} removed again: {', '.join(names)}")
+    counts = Counter(info.status for info in infos)
+    summary = ", ".join(
+        f"{counts[status]} {status}" for status in ("loaded", "failed", "incompatible", "disabled")
+    )
+    print(f"\n{len(infos)} plugins ({summary}); this fabric-core provides plugin API {PLUGIN_API_VERSION}.")
+    print(f"Discovery took {discovery_seconds() * 1e3:.1f} ms.")
     return 0
 
 
@@ -134,3 +166,7 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     print(header)
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns[:-1]) + "  " + str(row[columns[-1]]))
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

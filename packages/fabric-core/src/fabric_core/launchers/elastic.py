@@ -120,6 +120,7 @@ class ElasticLauncher(Launcher):
         # The workers ran the whole script; this process only launched them.
         sys.exit(0)
 
+
 def is_interactive() -> bool:
     """Whether this interpreter is a REPL or a notebook kernel (no script to re-run)."""
     if hasattr(sys, "ps1") or sys.flags.interactive:

@@ -1,0 +1,623 @@
+"""DeepSpeed ZeRO: optimizer states, gradients and parameters partitioned across processes."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import copy
+import gc
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.config import StrategyConfig
+from fabric_core.strategies.parallel import DEFAULT_TIMEOUT, ParallelStrategy
+from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
+from fabric_core.utilities.init import SkipParameterInit
+from fabric_deepspeed._arguments import DeepSpeedArguments, check_arguments
+from fabric_deepspeed._config import (
+    DeepSpeedConfigError,
+    build_config,
+    load_user_config,
+    precision_from_config,
+    zero_stage,
+)
+from fabric_deepspeed._engine_checkpoint import load_engine_checkpoint, save_engine_checkpoint, split_state
+from fabric_deepspeed._runtime import import_deepspeed
+from fabric_deepspeed.precision import DeepSpeedPrecision
+
+__all__ = ["DeepSpeedStrategy"]
+
+_REMOTE_DEVICES: Final = (None, "cpu", "nvme")
+
+
+class DeepSpeedStrategy(ParallelStrategy):
+    """Data-parallel training with DeepSpeed's ZeRO, which partitions the training state across processes.
+
+    Every process runs the whole model on its shard of the data. What ZeRO partitions
+    grows with the stage:
+
+    - **stage 1**: the optimizer states (and float32 master weights). After backward the
+      gradients are all-reduced; each process updates its partition and the updated
+      weights are all-gathered.
+    - **stage 2** (default): also the gradients, reduce-scattered during backward so each
+      process keeps only the gradients of its partition.
+    - **stage 3**: also the parameters. Each module's parameters are all-gathered just
+      before its forward and backward and released afterwards; memory per process is
+      about a ``1/world_size`` share of the model. Create big models under
+      ``fabric.init_module()`` so they are partitioned while they are built
+      (``deepspeed.zero.Init``).
+
+    Offloading moves the optimizer states (stages 1-3) and the parameters (stage 3) to the
+    CPU or to NVMe, where the optimizer step then runs.
+
+    **The config.** One DeepSpeed config is built from the arguments, ``Fabric(precision=...)``
+    and the optional ``config``. An argument that was given and a ``config`` value that
+    disagree raise an error naming both; arguments left out leave the ``config`` in charge.
+    fabric's defaults differ from DeepSpeed's in two places: no gradient clipping
+    (``gradient_clipping: 0.0``, as in a plain loop; set it to clip) and any torch optimizer
+    is allowed (``zero_allow_untested_optimizer``). ``train_micro_batch_size_per_gpu`` is
+    set to 1 when the config names no batch size (DeepSpeed requires one; the loop feeds the
+    batches). See :attr:`config`.
+
+    **The loop stays the same.** ``fabric.setup(model, optimizer)`` returns the DeepSpeed
+    engine (as the model) and its optimizer; ``fabric.backward(loss)`` runs
+    ``engine.backward(loss)`` and ``optimizer.step()`` runs ``engine.step()``.
+
+    **On the CPU** DeepSpeed runs with its CPU accelerator over gloo. The strategy exports
+    ``DS_ACCELERATOR=cpu`` before importing deepspeed unless the variable is set, and keeps
+    deepspeed from compiling its shared-memory comm op, which training does not use. Use
+    torch optimizers (``torch.optim.Adam``, ...) to avoid compiling DeepSpeed's CPU Adam.
+
+    Args:
+        accelerator: The accelerator (CPU or CUDA); set by ``Fabric`` when omitted.
+        stage: The ZeRO stage, 0 to 3 (default 2; 0 is plain data parallelism).
+        remote_device: Where ``fabric.init_module()`` puts the parameters of a stage-3
+            model while building it: ``"cpu"``, ``"nvme"``, or ``None`` (the device, or the
+            parameter offload device).
+        offload_optimizer: Keep optimizer states and master weights on
+            ``offload_optimizer_device`` and step there (default off).
+        offload_parameters: Keep parameters on ``offload_params_device`` between uses
+            (stage 3; default off).
+        offload_params_device: ``"cpu"`` (default) or ``"nvme"``.
+        nvme_path: The directory NVMe offload writes to (default ``/local_nvme``).
+        params_buffer_count: Buffers for parameters swapped in from NVMe (DeepSpeed default 5).
+        params_buffer_size: Size in elements of each of those buffers (default 1e8).
+        max_in_cpu: Parameter elements kept in CPU memory under NVMe offload (default 1e9).
+        offload_optimizer_device: ``"cpu"`` (default) or ``"nvme"``.
+        optimizer_buffer_count: Buffers for optimizer states swapped in from NVMe (default 4).
+        block_size: NVMe I/O block size in bytes (default 1048576).
+        queue_depth: NVMe I/O queue depth (default 8).
+        single_submit: Submit NVMe requests one by one instead of in batches (default off).
+        overlap_events: Overlap NVMe submission and completion (default on).
+        thread_count: NVMe I/O threads (default 1).
+        config: A DeepSpeed config as a dict or the path of a JSON file.
+        logging_level: The level of deepspeed's logger (default ``logging.WARN``).
+        parallel_devices: One device per process on this node; set by ``Fabric`` when omitted.
+        cluster_environment: Where ranks come from; detected when omitted.
+        checkpoint_io: Reads single-file checkpoints (``fabric.load_raw``, consolidated
+            files); DeepSpeed writes its checkpoint directories itself.
+        precision_plugin: A :class:`~fabric_deepspeed.DeepSpeedPrecision`; built from
+            ``Fabric(precision=...)`` when omitted.
+        process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
+        timeout: How long collectives wait for the other processes.
+        **kwargs: Further DeepSpeed settings by name, e.g. ``overlap_comm=False``,
+            ``reduce_bucket_size=5e7``, ``pin_memory=True``, ``gradient_clipping=1.0``,
+            ``loss_scale_window=500``; the full list is
+            ``fabric_deepspeed._arguments.EXTRA_SETTINGS`` plus ``pin_memory``. Anything else
+            goes in ``config``.
+
+    Raises:
+        TypeError: An unknown keyword argument.
+        ValueError: An invalid value, or an argument that contradicts ``config``.
+
+    Example::
+
+        fabric = Fabric(accelerator="cuda", devices=8, strategy=DeepSpeedStrategy(stage=3), precision="bf16-mixed")
+    """
+
+    supported_accelerators = ("cpu", "cuda")
+
+    _precision: Precision | None
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        stage: int | None = None,
+        remote_device: str | None = None,
+        offload_optimizer: bool | None = None,
+        offload_parameters: bool | None = None,
+        offload_params_device: str | None = None,
+        nvme_path: str | os.PathLike[str] | None = None,
+        params_buffer_count: int | None = None,
+        params_buffer_size: int | None = None,
+        max_in_cpu: int | None = None,
+        offload_optimizer_device: str | None = None,
+        optimizer_buffer_count: int | None = None,
+        block_size: int | None = None,
+        queue_depth: int | None = None,
+        single_submit: bool | None = None,
+        overlap_events: bool | None = None,
+        thread_count: int | None = None,
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        logging_level: int = logging.WARN,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision_plugin: Precision | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision=precision_plugin,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method="popen",
+        )
+        if precision_plugin is not None and not isinstance(precision_plugin, DeepSpeedPrecision):
+            raise TypeError(
+                f"DeepSpeedStrategy(precision_plugin=...) takes a DeepSpeedPrecision, got {precision_plugin!r}. "
+                "Pass Fabric(precision='bf16-mixed') (or another precision string) instead."
+            )
+        if remote_device not in _REMOTE_DEVICES:
+            raise ValueError(
+                f"DeepSpeedStrategy(remote_device={remote_device!r}) must be None, 'cpu' or 'nvme'."
+            )
+        self._arguments = DeepSpeedArguments(
+            stage=stage,
+            offload_optimizer=offload_optimizer,
+            offload_parameters=offload_parameters,
+            offload_params_device=offload_params_device,
+            offload_optimizer_device=offload_optimizer_device,
+            nvme_path=nvme_path,
+            params_buffer_count=params_buffer_count,
+            params_buffer_size=params_buffer_size,
+            max_in_cpu=max_in_cpu,
+            optimizer_buffer_count=optimizer_buffer_count,
+            block_size=block_size,
+            queue_depth=queue_depth,
+            single_submit=single_submit,
+            overlap_events=overlap_events,
+            thread_count=thread_count,
+            extras=kwargs,
+        )
+        check_arguments(self._arguments)
+        self._remote_device = remote_device
+        self._logging_level = logging_level
+        self._user_config = load_user_config(config)
+        self._precision_source = (
+            f"DeepSpeedStrategy(precision_plugin={precision_plugin!r})"
+            if precision_plugin is not None
+            else None
+        )
+        self._configured = False
+        self._engines: list[Any] = []
+        self._deepspeed: ModuleType | None = None
+        self._config: dict[str, Any] = {}
+        self._build_config()
+
+    # -- configuration ------------------------------------------------------------------
+
+    @classmethod
+    def precision_for(cls, precision: str, device_type: str) -> Precision:
+        """A :class:`~fabric_deepspeed.DeepSpeedPrecision` for ``Fabric(precision=...)``.
+
+        Raises:
+            ValueError: ``64-true``, or float16 on the CPU.
+        """
+        return DeepSpeedPrecision(precision, device_type)
+
+    def configure(self, config: StrategyConfig) -> None:
+        """Adopt Fabric's settings and build the final DeepSpeed config with the run's precision.
+
+        When ``Fabric(precision=...)`` is not given, a ``config`` that enables ``bf16`` or
+        ``fp16`` chooses the precision.
+
+        Raises:
+            ValueError: A precision plugin that is not a ``DeepSpeedPrecision``, or a
+                precision the ``config`` contradicts.
+        """
+        super().configure(config)
+        if not isinstance(self.precision, DeepSpeedPrecision):
+            raise ValueError(
+                f"DeepSpeed casts and scales through its own precision plugin, but Fabric(plugins=[...]) passed "
+                f"{self.precision!r}. Pass Fabric(precision='bf16-mixed') (or another precision string) instead."
+            )
+        if self._precision_source is None:
+            if config.precision_plugin is not None:
+                self._precision_source = f"Fabric(plugins=[{config.precision_plugin!r}])"
+            elif config.given("precision"):
+                given = (config.explicit or {})["precision"]
+                self._precision_source = f"Fabric(precision={given!r})"
+        self._configured = True
+        self._build_config()
+
+    def configure_deepspeed_config(self, config: Mapping[str, Any] | str | os.PathLike[str]) -> None:
+        """Replace the user config (a dict or a JSON path) given as ``DeepSpeedStrategy(config=...)``.
+
+        The new config is checked against the arguments and the precision like the first one.
+
+        Raises:
+            RuntimeError: A model was set up already; its engine keeps the config it was built with.
+            ValueError: The new config contradicts an argument or the precision.
+        """
+        if self._engines:
+            raise RuntimeError(
+                "The DeepSpeed config cannot change once a model is set up. Call configure_deepspeed_config() "
+                "before fabric.setup()."
+            )
+        previous = self._user_config
+        self._user_config = load_user_config(config)
+        try:
+            self._build_config()
+        except BaseException:
+            self._user_config = previous
+            raise
+
+    def _build_config(self) -> None:
+        precision = (
+            self._precision.precision if isinstance(self._precision, DeepSpeedPrecision) else "32-true"
+        )
+        self._config = build_config(
+            self._arguments, self._user_config, precision, self._precision_source, final=self._configured
+        )
+        if self._configured and self._precision_source is None:
+            wanted = precision_from_config(self._config) or "32-true"
+            if wanted != self.precision.precision:
+                try:
+                    self._precision = DeepSpeedPrecision(wanted, self.accelerator.device_type)
+                except ValueError as error:
+                    raise DeepSpeedConfigError(f"The DeepSpeed config asks for {wanted}: {error}") from None
+        if self._remote_device is not None and self.zero_stage != 3:
+            raise ValueError(
+                f"DeepSpeedStrategy(remote_device={self._remote_device!r}) places parameters built under "
+                f"fabric.init_module(), which only ZeRO stage 3 partitions; the stage is {self.zero_stage}."
+            )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The DeepSpeed config engines are built with (final once ``Fabric`` has configured the strategy)."""
+        return self._config
+
+    @property
+    def zero_stage(self) -> int:
+        """The ZeRO stage of the config."""
+        return zero_stage(self._config)
+
+    # -- process ------------------------------------------------------------------------
+
+    def setup_environment(self) -> None:
+        """Join the process group, import deepspeed for this device and start its comm backend on the group."""
+        super().setup_environment()
+        # DeepSpeed reads this process's device index from LOCAL_RANK, which not every launcher sets.
+        os.environ.setdefault("LOCAL_RANK", str(self.local_rank))
+        deepspeed = self._import_deepspeed()
+        deepspeed.init_distributed(
+            dist_backend=self.process_group_backend, dist_init_required=False, verbose=False
+        )
+
+    def _import_deepspeed(self) -> ModuleType:
+        if self._deepspeed is None:
+            self._deepspeed = import_deepspeed(self.root_device.type, self._logging_level)
+        return self._deepspeed
+
+    # -- modules and optimizers ---------------------------------------------------------
+
+    def setup_module_and_optimizers(
+        self, module: nn.Module, optimizers: list[Optimizer]
+    ) -> tuple[nn.Module, list[Optimizer]]:
+        """Build the DeepSpeed engine of ``module`` and its one optimizer, and return both.
+
+        Raises:
+            ValueError: Not exactly one optimizer was given.
+        """
+        if len(optimizers) != 1:
+            raise ValueError(
+                f"A DeepSpeed engine trains a model with one optimizer, but fabric.setup() got {len(optimizers)}. "
+                "Put all parameter groups into one optimizer."
+            )
+        engine, optimizer = self._initialize_engine(module, optimizers[0])
+        return engine, [optimizer]
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Build a DeepSpeed engine without an optimizer (for evaluation, or an optimizer from the config)."""
+        engine, _ = self._initialize_engine(module, None)
+        return engine
+
+    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """Refused: DeepSpeed builds the model's engine and its optimizer together.
+
+        Raises:
+            NotImplementedError: Always; use ``fabric.setup(model, optimizer)``.
+        """
+        raise NotImplementedError(
+            "DeepSpeed sets up a model and its optimizer together. Call fabric.setup(model, optimizer) instead of "
+            "fabric.setup_module() followed by fabric.setup_optimizers()."
+        )
+
+    def _initialize_engine(self, module: nn.Module, optimizer: Optimizer | None) -> tuple[Any, Any]:
+        deepspeed = self._import_deepspeed()
+        index = self.root_device.index
+        engine, ds_optimizer, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=index if index is not None else self.local_rank),
+            config=copy.deepcopy(self._config),
+            model=module,
+            model_parameters=[p for p in module.parameters() if p.requires_grad],
+            optimizer=optimizer,
+            dist_init_required=False,
+        )
+        if not self._engines:
+            # Runs before the process group's own exit handler (registered earlier): DeepSpeed's
+            # buffers and pending collective handles are freed while the interpreter is whole.
+            atexit.register(self._release_engines)
+        self._engines.append(engine)
+        return engine, ds_optimizer
+
+    def module_to_device(self, module: nn.Module) -> None:
+        """Move the module to the device, except under stage 3, where DeepSpeed places the partitions."""
+        if self.zero_stage != 3:
+            super().module_to_device(module)
+
+    def module_init_context(self, empty_init: bool | None = None) -> AbstractContextManager[Any]:
+        """Under stage 3, build modules inside ``deepspeed.zero.Init``: each parameter is partitioned as soon as it exists.
+
+        Parameters go to ``remote_device`` when given. Other stages create the module on the
+        device, as every strategy does.
+
+        Args:
+            empty_init: Skip weight initialisation (the weights will be loaded anyway).
+        """
+        if self.zero_stage != 3:
+            return super().module_init_context(empty_init)
+        deepspeed = self._import_deepspeed()
+        stack = ExitStack()
+        if empty_init:
+            stack.enter_context(SkipParameterInit())
+        stack.enter_context(self.precision.module_init_context())
+        stack.enter_context(
+            deepspeed.zero.Init(
+                remote_device=self._remote_device, config_dict_or_path=copy.deepcopy(self._config)
+            )
+        )
+        return stack
+
+    # -- training step ------------------------------------------------------------------
+
+    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
+        """Run ``engine.backward(loss)``: it scales the loss and reduces (or reduce-scatters) the gradients.
+
+        Raises:
+            ValueError: Several models are set up and ``fabric.backward(loss, model=...)`` names none.
+        """
+        self._engine_for_backward(module).backward(tensor, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Run ``engine.step()`` for the engine of ``optimizer``: the (partitioned) update and gradient reset.
+
+        Raises:
+            TypeError: A closure was passed; DeepSpeed steps without one.
+        """
+        if kwargs:
+            raise TypeError(
+                "DeepSpeed's engine steps without a closure; call optimizer.step() with no arguments."
+            )
+        engine = next((e for e in self._engines if e.optimizer is optimizer), None)
+        if engine is None:
+            raise RuntimeError(
+                "This optimizer was not set up by the DeepSpeed strategy; use fabric.setup(model, optimizer)."
+            )
+        return engine.step()
+
+    def clip_gradients_norm(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
+    ) -> torch.Tensor:
+        """Refused: DeepSpeed clips inside ``optimizer.step()``.
+
+        Raises:
+            NotImplementedError: Always; set ``gradient_clipping`` instead.
+        """
+        raise NotImplementedError(
+            "DeepSpeed clips gradients inside optimizer.step(). Instead of fabric.clip_gradients(), pass "
+            f"DeepSpeedStrategy(gradient_clipping={max_norm}) or config={{'gradient_clipping': {max_norm}}}."
+        )
+
+    def clip_gradients_value(self, module: nn.Module, optimizer: Optimizer, clip_val: float) -> None:
+        """Refused: DeepSpeed clips by norm only, inside ``optimizer.step()``.
+
+        Raises:
+            NotImplementedError: Always; set ``gradient_clipping`` (a norm) instead.
+        """
+        raise NotImplementedError(
+            "DeepSpeed clips gradients by norm only, inside optimizer.step(). Pass "
+            "DeepSpeedStrategy(gradient_clipping=<max norm>) instead of fabric.clip_gradients(clip_val=...)."
+        )
+
+    @contextmanager
+    def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> Iterator[None]:
+        """Skip the gradient all-reduce in the backward passes inside the block (stages 0 and 1).
+
+        Raises:
+            ValueError: Stage 2 or 3, which partition the gradients in every backward pass.
+        """
+        if not enabled:
+            yield
+            return
+        engine = self._engine_of(module)
+        if engine is None:
+            raise TypeError("no_backward_sync needs the model set up by this DeepSpeed strategy.")
+        if self.zero_stage >= 2:
+            raise ValueError(
+                f"ZeRO stage {self.zero_stage} partitions the gradients during every backward pass, so "
+                "fabric.no_backward_sync() cannot skip their synchronisation. Use stage 0 or 1, or let DeepSpeed "
+                "accumulate: config={'gradient_accumulation_steps': N}."
+            )
+        with engine.no_sync():
+            yield
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def get_module_state_dict(self, module: nn.Module) -> dict[str, Any]:
+        """The state dict of the engine's module (this process's partitions under stage 3)."""
+        engine = self._engine_of(module)
+        return (engine.module if engine is not None else module).state_dict()
+
+    def load_module_state_dict(
+        self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
+    ) -> None:
+        """Load a full state dict into a set-up model, and into the optimizer's master weights.
+
+        Under stage 3 the parameters are gathered for the load and partitioned again.
+        """
+        engine = self._engine_of(module)
+        if engine is None:
+            module.load_state_dict(state_dict, strict=strict)
+            return
+        if self.zero_stage == 3:
+            deepspeed = self._import_deepspeed()
+            with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0):
+                engine.module.load_state_dict(state_dict, strict=strict)
+        else:
+            engine.module.load_state_dict(state_dict, strict=strict)
+        refresh = getattr(engine.optimizer, "refresh_fp32_params", None)
+        if callable(refresh):
+            refresh()
+
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        storage_options: Any | None = None,
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
+        """Write a DeepSpeed checkpoint directory at ``path`` (every process writes its partitions).
+
+        The model and its optimizer go through ``engine.save_checkpoint``; the other entries
+        of ``state`` travel in its client state. Rank 0's ``path`` is used by all processes.
+
+        Raises:
+            TypeError: ``storage_options`` or ``filter`` was given.
+            ValueError: ``state`` holds no set-up DeepSpeed model, or several.
+        """
+        if storage_options is not None:
+            raise TypeError(
+                "DeepSpeed writes its checkpoint directories itself and takes no storage_options."
+            )
+        if filter is not None:
+            raise TypeError(
+                "DeepSpeed saves the whole engine state, so fabric.save(..., filter=...) is not supported. Save "
+                "the entries you want to filter in a separate file."
+            )
+        split = split_state(state, self._engines)
+        save_engine_checkpoint(split, self.broadcast(str(path)), collect_state(split.rest, self))
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Restore a DeepSpeed checkpoint directory, or a single-file checkpoint, into ``state``.
+
+        A directory written by :meth:`save_checkpoint` restores the model, its optimizer (if
+        ``state`` names it) and the other entries exactly; it must be read with the same
+        number of processes. A single file (a consolidated checkpoint, a plain state dict)
+        loads full weights into the model through :meth:`load_module_state_dict`.
+
+        Returns:
+            The saved entries that ``state`` did not ask for.
+
+        Raises:
+            ValueError: ``state`` holds no set-up DeepSpeed model, or a set-up optimizer is
+                to be restored from a single file (which holds no DeepSpeed optimizer state).
+            FileNotFoundError: Nothing at ``path``.
+        """
+        path = Path(self.broadcast(str(path)))
+        if path.is_file() or isinstance(state, (nn.Module, Optimizer)):
+            self._refuse_optimizer_from_file(state)
+            return super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
+        if not path.is_dir():
+            raise FileNotFoundError(f"No checkpoint at '{path}'.")
+        if not isinstance(state, dict):
+            raise ValueError(
+                "A DeepSpeed checkpoint directory is restored into objects: pass fabric.load(path, {'model': model, "
+                "'optimizer': optimizer, ...})."
+            )
+        split = split_state(state, self._engines)
+        entries = load_engine_checkpoint(split, path, strict)
+        remainder = apply_checkpoint(split.rest, entries, self, strict)
+        state.update(split.rest)
+        return remainder
+
+    def _refuse_optimizer_from_file(self, state: Any) -> None:
+        optimizers = [engine.optimizer for engine in self._engines if engine.optimizer is not None]
+        values = state.values() if isinstance(state, dict) else [state]
+        if any(value is optimizer for value in values for optimizer in optimizers):
+            raise ValueError(
+                "A single-file checkpoint holds no DeepSpeed optimizer state. Load the model and plain entries "
+                "from it (fabric.load(path, {'model': model, ...})), or resume from a DeepSpeed checkpoint directory."
+            )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _engine_of(self, module: Any) -> Any:
+        return next((engine for engine in self._engines if engine is module), None)
+
+    def _engine_for_backward(self, module: nn.Module | None) -> Any:
+        if module is not None:
+            engine = self._engine_of(module)
+            if engine is None:
+                raise ValueError(
+                    "fabric.backward(model=...) got a model that was not set up by this DeepSpeed strategy."
+                )
+            return engine
+        if len(self._engines) == 1:
+            return self._engines[0]
+        if not self._engines:
+            raise RuntimeError(
+                "fabric.backward() under DeepSpeed needs a model set up with fabric.setup(model, optimizer)."
+            )
+        raise ValueError(
+            f"{len(self._engines)} DeepSpeed models are set up; say which one the loss came from: "
+            "fabric.backward(loss, model=model)."
+        )
+
+    def teardown(self) -> None:
+        """Release the engines (their hooks and buffers), then the process group and the other parts."""
+        atexit.unregister(self._release_engines)
+        self._release_engines()
+        super().teardown()
+
+    def _release_engines(self) -> None:
+        for engine in self._engines:
+            destroy = getattr(engine, "destroy", None)
+            if callable(destroy):
+                destroy()
+        self._engines.clear()
+        gc.collect()
+
+    def __repr__(self) -> str:
+        return f"DeepSpeedStrategy(stage={self.zero_stage}, precision={self._precision!r})"

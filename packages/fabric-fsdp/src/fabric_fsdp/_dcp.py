@@ -1,0 +1,231 @@
+"""Sharded checkpoints as ``torch.distributed.checkpoint`` (DCP) directories.
+
+Every process writes the shards it holds and reads the slices of the shards it needs, so a
+directory written by N processes loads at any other number; DCP's planner does the
+resharding from the metadata rank 0 writes. Entries that are not modules or optimizers are
+read whole into every process.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.optim import Optimizer
+
+from fabric_fsdp._state import Filter, ModuleFinder, check_names, collect_state
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.parallel import ParallelStrategy
+
+__all__ = ["is_dcp_checkpoint", "load_sharded", "save_sharded"]
+
+
+def is_dcp_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.distributed.checkpoint`` directory."""
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
+def save_sharded(
+    strategy: ParallelStrategy,
+    path: str | Path,
+    state: dict[str, Any],
+    filter: Filter | None,
+    module_for: ModuleFinder,
+) -> None:
+    """Write ``state`` as a DCP directory at ``path``; every process writes its own shards.
+
+    The directory is written next to ``path`` under a temporary name and renamed over it
+    by rank 0 once complete, so a failure mid-write leaves any previous checkpoint at
+    ``path`` as it was.
+    """
+    checkpoint = collect_state(
+        state,
+        filter,
+        module_state=get_model_state_dict,
+        optimizer_state=lambda m, o: get_optimizer_state_dict(m, o),
+        module_for=module_for,
+    )
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    if strategy.is_global_zero:
+        _remove(partial)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    strategy.barrier()
+    dcp.save(checkpoint, storage_writer=FileSystemWriter(partial))
+    if strategy.is_global_zero:
+        _replace(partial, path)
+    strategy.barrier()
+
+
+class _CheckedLoadPlanner(DefaultLoadPlanner):
+    """DCP's default planner, except that pickled (non-tensor) entries must pass ``weights_only`` loading.
+
+    Refused entries are left out and listed in :attr:`refused`; :func:`_load` raises for them
+    once DCP is done (an error raised inside DCP would reach the caller wrapped and logged).
+    """
+
+    def __init__(self, weights_only: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._weights_only = weights_only
+        self.refused: list[str] = []
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        if self._weights_only:
+            try:
+                torch.load(value, weights_only=True)
+            except pickle.UnpicklingError:
+                self.refused.append(read_item.dest_index.fqn)
+                return
+            value.seek(0)
+        super().load_bytes(read_item, value)
+
+
+def _load(
+    state_dict: dict[str, Any], path: Path, planner: _CheckedLoadPlanner, no_dist: bool = False
+) -> None:
+    """``dcp.load`` through ``planner``, then refuse what safe loading refused."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # no_dist is intended
+        dcp.load(state_dict, checkpoint_id=path, planner=planner, no_dist=no_dist)
+    if planner.refused:
+        raise ValueError(
+            f"The checkpoint '{path}' holds pickled objects that safe loading (weights_only=True) refuses, in "
+            f"{', '.join(map(repr, planner.refused))}. If you trust the checkpoint, load it with weights_only=False."
+        )
+
+
+def load_sharded(
+    path: Path,
+    state: dict[str, Any] | nn.Module | Optimizer | None,
+    strict: bool,
+    weights_only: bool,
+    module_for: ModuleFinder,
+) -> dict[str, Any]:
+    """Restore ``state`` from a DCP directory, each process reading the slices of its own shards.
+
+    Entries the state does not name (all of them for ``state=None``) are read whole and returned.
+    """
+    metadata = FileSystemReader(path).read_metadata()
+    paths = _entry_paths(metadata)
+    saved = list(dict.fromkeys(entry_path[0] for entry_path in paths.values()))
+    if state is None:
+        return _load_entries(path, metadata, paths, saved, weights_only)
+    if isinstance(state, Optimizer):
+        raise TypeError(
+            "A sharded checkpoint stores optimizer state by parameter names, so it needs the model: "
+            "fabric.load(path, {'model': model, 'optimizer': optimizer})."
+        )
+    if isinstance(state, nn.Module):  # a DCP directory of one module's state dict
+        target = get_model_state_dict(state)
+        _load(target, path, _CheckedLoadPlanner(weights_only, allow_partial_load=not strict))
+        set_model_state_dict(state, target, options=StateDictOptions(strict=strict))
+        return {}
+    check_names(state, saved, strict, path)
+    targets: dict[str, Any] = {}
+    owners: dict[str, nn.Module] = {}
+    for key, obj in state.items():
+        if key not in saved:
+            continue
+        if isinstance(obj, nn.Module):
+            targets[key] = get_model_state_dict(obj)
+        elif isinstance(obj, Optimizer):
+            owners[key] = module_for(obj, state)
+            targets[key] = get_optimizer_state_dict(owners[key], obj)
+    if targets:
+        _load(targets, path, _CheckedLoadPlanner(weights_only, allow_partial_load=not strict))
+    for key, target in targets.items():
+        obj = state[key]
+        if isinstance(obj, nn.Module):
+            set_model_state_dict(obj, target, options=StateDictOptions(strict=strict))
+        else:
+            set_optimizer_state_dict(owners[key], obj, target)
+    entries = _load_entries(path, metadata, paths, [k for k in saved if k not in targets], weights_only)
+    for key, obj in state.items():
+        if key in entries:
+            value = entries.pop(key)
+            if callable(getattr(obj, "load_state_dict", None)):
+                obj.load_state_dict(value)
+            else:
+                state[key] = value
+    return entries
+
+
+def _entry_paths(metadata: Metadata) -> dict[str, tuple[Any, ...]]:
+    planner_data = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
+    return {fqn: tuple(planner_data.get(fqn, (fqn,))) for fqn in metadata.state_dict_metadata}
+
+
+def _load_entries(
+    path: Path, metadata: Metadata, paths: dict[str, tuple[Any, ...]], keys: list[str], weights_only: bool
+) -> dict[str, Any]:
+    """Read whole top-level entries, with full tensors, into this process (no communication)."""
+    wanted = set(keys)
+    flat: dict[str, Any] = {}
+    for fqn, storage in metadata.state_dict_metadata.items():
+        if paths[fqn][0] not in wanted:
+            continue
+        if isinstance(storage, TensorStorageMetadata):
+            flat[fqn] = torch.empty(storage.size, dtype=storage.properties.dtype)
+        else:
+            flat[fqn] = None  # a pickled object: DCP fills it in
+    if not flat:
+        return {}
+    planner = _CheckedLoadPlanner(weights_only, flatten_state_dict=False, flatten_sharded_tensors=False)
+    _load(flat, path, planner, no_dist=True)
+    nested: dict[str, Any] = {}
+    for fqn, value in flat.items():
+        _set_path(nested, paths[fqn], value)
+    return nested
+
+
+def _set_path(root: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    node: Any = root
+    for key, following in itertools.pairwise(path):
+        empty: Any = [] if isinstance(following, int) else {}
+        if isinstance(node, list):
+            node.extend([None] * (key + 1 - len(node)))
+            if node[key] is None:
+                node[key] = empty
+        elif key not in node:
+            node[key] = empty
+        node = node[key]
+    last = path[-1]
+    if isinstance(node, list):
+        node.extend([None] * (last + 1 - len(node)))
+    node[last] = value
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Rename ``source`` over ``target`` (a file or a directory); the old target is removed afterwards."""
+    old = target.with_name(f".{target.name}.old")
+    _remove(old)
+    if target.exists() or target.is_symlink():
+        os.replace(target, old)
+    os.replace(source, target)
+    _remove(old)

@@ -1,0 +1,124 @@
+"""Full checkpoints: one ``torch.save`` file with full tensors, written by rank 0.
+
+The file holds what a single-device run would write (module state dicts, index-keyed
+optimizer state dicts), so plain ``torch.load`` and ``load_state_dict`` read it. Gathering
+is collective; loading reads the whole file in every process, which keeps its own shards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.optim import Optimizer
+
+from fabric_fsdp._state import Filter, ModuleFinder, check_names, collect_state
+from fabric_fsdp.checkpoint import optimizer_state_to_torch
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.parallel import ParallelStrategy
+
+__all__ = ["load_full", "load_full_module", "save_full"]
+
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def save_full(
+    strategy: ParallelStrategy,
+    path: str | Path,
+    state: dict[str, Any],
+    filter: Filter | None,
+    module_for: ModuleFinder,
+) -> None:
+    """Gather full tensors on rank 0 (one tensor at a time, into CPU memory) and write one file from there."""
+    checkpoint = collect_state(
+        state,
+        filter,
+        module_state=lambda m: get_model_state_dict(m, options=_FULL),
+        optimizer_state=lambda m, o: _full_optimizer_state(m, o),
+        module_for=module_for,
+    )
+    if strategy.is_global_zero:
+        strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+
+
+def _full_optimizer_state(module: nn.Module, optimizer: Optimizer) -> dict[str, Any]:
+    named = get_optimizer_state_dict(module, optimizer, options=_FULL)
+    return optimizer_state_to_torch(named) if named else named
+
+
+def load_full(
+    strategy: ParallelStrategy,
+    path: Path,
+    state: dict[str, Any] | nn.Module | Optimizer | None,
+    strict: bool,
+    weights_only: bool | None,
+    module_for: ModuleFinder,
+) -> dict[str, Any]:
+    """Restore ``state`` from a full file (or one state dict, when ``state`` is a module or optimizer)."""
+    checkpoint = strategy.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+    if state is None:
+        return checkpoint
+    if isinstance(state, nn.Module):
+        load_full_module(state, checkpoint, strict)
+        return {}
+    if isinstance(state, Optimizer):
+        _load_full_optimizer(module_for(state, {}), state, checkpoint)
+        return {}
+    check_names(state, list(checkpoint), strict, path)
+    remaining = dict(checkpoint)
+    for key, obj in state.items():
+        if key not in remaining:
+            continue
+        value = remaining.pop(key)
+        if isinstance(obj, nn.Module):
+            load_full_module(obj, value, strict)
+        elif isinstance(obj, Optimizer):
+            _load_full_optimizer(module_for(obj, state), obj, value)
+        elif callable(getattr(obj, "load_state_dict", None)):
+            obj.load_state_dict(value)
+        else:
+            state[key] = value
+    return remaining
+
+
+def load_full_module(module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+    """Load a full state dict (plain tensors, identical on every process) into a sharded module.
+
+    Each process keeps only the slices of its own shards.
+    """
+    set_model_state_dict(module, state_dict, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+
+def _load_full_optimizer(module: nn.Module, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
+    named = _named_optimizer_state(state_dict, module, optimizer)
+    set_optimizer_state_dict(module, optimizer, named, options=StateDictOptions(full_state_dict=True))
+
+
+def _named_optimizer_state(
+    state_dict: dict[str, Any], module: nn.Module, optimizer: Optimizer
+) -> dict[str, Any]:
+    """Key an index-keyed optimizer state dict by the names of this optimizer's parameters."""
+    groups = state_dict.get("param_groups", [])
+    if not groups or not groups[0]["params"] or isinstance(groups[0]["params"][0], str):
+        return state_dict
+    names = {id(p): name for name, p in module.named_parameters()}
+    ordered = [names.get(id(p)) for group in optimizer.param_groups for p in group["params"]]
+    saved = sum(len(group["params"]) for group in groups)
+    if saved != len(ordered) or None in ordered:
+        raise ValueError(
+            f"The checkpoint's optimizer state covers {saved} parameters, but this optimizer trains "
+            f"{len(ordered)} parameters of {type(module).__name__}. Load it into an optimizer built the same way."
+        )
+    return {
+        "state": {ordered[index]: value for index, value in state_dict.get("state", {}).items()},
+        "param_groups": [{**group, "params": [ordered[i] for i in group["params"]]} for group in groups],
+    }

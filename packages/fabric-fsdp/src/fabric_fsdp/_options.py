@@ -1,0 +1,322 @@
+"""Turning ``FSDPStrategy``'s FSDP1-style arguments into FSDP2 settings.
+
+Each ``resolve_*`` function validates one argument and returns the value FSDP2 needs,
+or raises an error that names the argument and the values it accepts.
+
+Glossary: FSDP1's *sharding strategy* becomes two FSDP2 settings: ``reshard_after_forward``
+(are a module's gathered parameters freed right after its forward?) and the shape of the
+device mesh (1-D: shard over every process; 2-D ``(replicate, shard)``: shard within each
+group of processes and replicate across groups).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy
+
+__all__ = [
+    "SHARDING_STRATEGIES",
+    "MixedPrecisionSettings",
+    "ModulePredicate",
+    "ShardingPlan",
+    "check_compatibility_arguments",
+    "offload_policy_for",
+    "resolve_activation_checkpointing",
+    "resolve_cpu_offload",
+    "resolve_mixed_precision",
+    "resolve_module_policy",
+    "resolve_sharding_strategy",
+    "resolve_state_dict_type",
+]
+
+ModulePredicate = Callable[[nn.Module, int], bool]
+"""``(module, parameters not yet claimed by a submodule) -> whether the module is selected``."""
+
+
+@dataclass(frozen=True)
+class ShardingPlan:
+    """What a sharding strategy means for FSDP2.
+
+    Attributes:
+        name: The FSDP1 name (``"FULL_SHARD"``, ...).
+        reshard_after_forward: Free gathered parameters after each forward (``True``) or
+            keep them until backward (``False``: less communication, more memory).
+        hybrid: Use a 2-D ``(replicate, shard)`` mesh instead of a 1-D one.
+        replicate_only: Shard over groups of one process: every process keeps everything
+            and gradients are all-reduced (``NO_SHARD``).
+    """
+
+    name: str
+    reshard_after_forward: bool
+    hybrid: bool = False
+    replicate_only: bool = False
+
+
+SHARDING_STRATEGIES: Final[dict[str, ShardingPlan]] = {
+    "FULL_SHARD": ShardingPlan("FULL_SHARD", reshard_after_forward=True),
+    "SHARD_GRAD_OP": ShardingPlan("SHARD_GRAD_OP", reshard_after_forward=False),
+    "HYBRID_SHARD": ShardingPlan("HYBRID_SHARD", reshard_after_forward=True, hybrid=True),
+    "_HYBRID_SHARD_ZERO2": ShardingPlan("_HYBRID_SHARD_ZERO2", reshard_after_forward=False, hybrid=True),
+    "NO_SHARD": ShardingPlan("NO_SHARD", reshard_after_forward=False, hybrid=True, replicate_only=True),
+}
+"""FSDP1 sharding strategy names and their FSDP2 meaning."""
+
+
+def resolve_sharding_strategy(value: Any) -> ShardingPlan:
+    """The plan for ``sharding_strategy``: a name (any case) or a ``torch.distributed.fsdp.ShardingStrategy``.
+
+    Raises:
+        ValueError: The name is not a sharding strategy.
+    """
+    name = getattr(value, "name", value)
+    plan = SHARDING_STRATEGIES.get(name.upper()) if isinstance(name, str) else None
+    if plan is None:
+        raise ValueError(
+            f"FSDPStrategy(sharding_strategy={value!r}) is not supported. Choose one of "
+            f"{', '.join(repr(n) for n in SHARDING_STRATEGIES if not n.startswith('_'))} "
+            "(a string or torch.distributed.fsdp.ShardingStrategy)."
+        )
+    return plan
+
+
+def resolve_state_dict_type(value: Any) -> Literal["full", "sharded"]:
+    """Validate ``state_dict_type``.
+
+    Raises:
+        ValueError: It is neither ``"full"`` nor ``"sharded"``.
+    """
+    if value not in ("full", "sharded"):
+        raise ValueError(
+            f"state_dict_type={value!r} is not supported. Use 'sharded' (a torch.distributed.checkpoint "
+            "directory, each process writes its shards) or 'full' (one file written by rank 0)."
+        )
+    return value
+
+
+def resolve_cpu_offload(value: Any) -> bool | CPUOffloadPolicy:
+    """``cpu_offload`` as ``False``, ``True`` (a policy fitting the device) or the policy given.
+
+    Accepts ``None``/``bool``, an FSDP2 ``CPUOffloadPolicy``, or FSDP1's
+    ``CPUOffload(offload_params=...)``.
+
+    Raises:
+        TypeError: Any other value.
+    """
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, CPUOffloadPolicy):
+        return value
+    if type(value).__name__ == "CPUOffload" and hasattr(value, "offload_params"):
+        return bool(value.offload_params)
+    raise TypeError(
+        f"FSDPStrategy(cpu_offload={value!r}) is not supported. Pass True, False, "
+        "torch.distributed.fsdp.CPUOffloadPolicy(...) or torch.distributed.fsdp.CPUOffload(offload_params=True)."
+    )
+
+
+def offload_policy_for(cpu_offload: bool | CPUOffloadPolicy, device_type: str) -> OffloadPolicy:
+    """The FSDP2 offload policy for a resolved ``cpu_offload`` on ``device_type``.
+
+    Pinned host memory speeds up copies to a CUDA device and needs one, so ``True`` pins
+    only when the strategy runs on CUDA.
+
+    Raises:
+        ValueError: A ``CPUOffloadPolicy(pin_memory=True)`` was given but no CUDA device is present.
+    """
+    if cpu_offload is False:
+        return OffloadPolicy()
+    if cpu_offload is True:
+        return CPUOffloadPolicy(pin_memory=device_type == "cuda")
+    if cpu_offload.pin_memory and not torch.cuda.is_available():
+        raise ValueError(
+            "CPUOffloadPolicy(pin_memory=True) pins host memory for copies to a CUDA device, and this machine "
+            "has none. Pass cpu_offload=True (pins only on CUDA) or CPUOffloadPolicy(pin_memory=False)."
+        )
+    return cpu_offload
+
+
+@dataclass(frozen=True)
+class MixedPrecisionSettings:
+    """An FSDP2 mixed precision policy plus the dtype buffers are cast to before sharding.
+
+    Attributes:
+        policy: The ``MixedPrecisionPolicy`` handed to every ``fully_shard`` call.
+        buffer_dtype: FSDP1's ``buffer_dtype``; FSDP2 does not manage buffers, so floating
+            buffers are cast once before sharding (``None``: left as they are).
+    """
+
+    policy: MixedPrecisionPolicy
+    buffer_dtype: torch.dtype | None = None
+
+
+def resolve_mixed_precision(value: Any) -> MixedPrecisionSettings | None:
+    """``mixed_precision`` as FSDP2 settings.
+
+    Accepts an FSDP2 ``MixedPrecisionPolicy`` or FSDP1's ``MixedPrecision``, whose
+    ``param_dtype`` and ``reduce_dtype`` carry over, ``cast_forward_inputs`` or
+    ``cast_root_forward_inputs`` becomes ``cast_forward_inputs``, and ``buffer_dtype`` casts
+    buffers once.
+
+    Raises:
+        ValueError: FSDP1's ``keep_low_precision_grads=True``, which FSDP2 cannot do
+            (gradients are always reduced into the sharded parameters' dtype).
+        TypeError: Any other kind of value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, MixedPrecisionPolicy):
+        return MixedPrecisionSettings(value)
+    if type(value).__name__ == "MixedPrecision" and hasattr(value, "keep_low_precision_grads"):
+        if value.keep_low_precision_grads:
+            raise ValueError(
+                "FSDPStrategy(mixed_precision=MixedPrecision(keep_low_precision_grads=True)) has no FSDP2 "
+                "equivalent: gradients always land in the sharded parameters' dtype. Remove the flag, or keep "
+                "the parameters themselves in low precision with Fabric(precision='bf16-true')."
+            )
+        policy = MixedPrecisionPolicy(
+            param_dtype=value.param_dtype,
+            reduce_dtype=value.reduce_dtype,
+            cast_forward_inputs=bool(value.cast_forward_inputs or value.cast_root_forward_inputs),
+        )
+        return MixedPrecisionSettings(policy, buffer_dtype=value.buffer_dtype)
+    raise TypeError(
+        f"FSDPStrategy(mixed_precision={value!r}) is not supported. Pass "
+        "torch.distributed.fsdp.MixedPrecisionPolicy(param_dtype=..., reduce_dtype=...), FSDP1's "
+        "MixedPrecision(...), or use Fabric(precision='bf16-mixed') instead."
+    )
+
+
+def resolve_module_policy(value: Any, argument: str) -> ModulePredicate | None:
+    """A predicate that selects submodules, from a wrap or checkpointing policy.
+
+    Accepted forms of ``value``:
+
+    - ``None``: select nothing.
+    - An ``nn.Module`` subclass, or a set, list or tuple of them: select instances.
+    - FSDP1's ``ModuleWrapPolicy`` (its classes) or ``CustomPolicy`` (its lambda).
+    - A callable ``fn(module) -> bool``.
+    - An FSDP1 policy callable ``fn(module, recurse, nonwrapped_numel) -> bool`` (e.g.
+      ``functools.partial(size_based_auto_wrap_policy, min_num_params=...)``): it is called
+      with ``recurse=False`` and the number of parameters not already claimed below.
+
+    Raises:
+        TypeError: Anything else; the message names ``argument``.
+    """
+    if value is None:
+        return None
+    classes = _module_classes(value)
+    if classes is not None:
+        return _InstanceOf(classes)
+    lambda_fn = getattr(value, "_lambda_fn", None)
+    if callable(lambda_fn):  # FSDP1 CustomPolicy
+        return _ModuleCallable(lambda_fn)
+    if callable(value):
+        return _FSDP1Callable(value) if _takes_fsdp1_arguments(value) else _ModuleCallable(value)
+    raise TypeError(
+        f"FSDPStrategy({argument}={value!r}) is not supported. Pass a set of layer classes (e.g. {{Block}}), "
+        "a callable module -> bool, or an FSDP1 policy such as ModuleWrapPolicy({Block})."
+    )
+
+
+def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicate | None:
+    """The predicate for ``activation_checkpointing`` (layer classes) or ``activation_checkpointing_policy``.
+
+    Raises:
+        ValueError: Both were given.
+        TypeError: Either is of an unsupported kind.
+    """
+    if layers is not None and policy is not None:
+        raise ValueError(
+            "Pass either activation_checkpointing (layer classes) or activation_checkpointing_policy, not both; "
+            "activation_checkpointing_policy={Block} is the same as activation_checkpointing=[Block]."
+        )
+    if layers is not None:
+        if _module_classes(layers) is None:
+            raise TypeError(
+                f"FSDPStrategy(activation_checkpointing={layers!r}) must be a layer class or a list of them; "
+                "for a callable use activation_checkpointing_policy=."
+            )
+        return resolve_module_policy(layers, "activation_checkpointing")
+    return resolve_module_policy(policy, "activation_checkpointing_policy")
+
+
+def check_compatibility_arguments(
+    use_orig_params: Any, limit_all_gathers: Any, sync_module_states: Any, forward_prefetch: Any
+) -> None:
+    """Validate the FSDP1 flags that FSDP2 either always honours or does not need.
+
+    Raises:
+        ValueError: ``use_orig_params=False``: FSDP2 always keeps one parameter per original
+            parameter (as a DTensor shard) and has no flat-parameter mode.
+        TypeError: A flag is not a bool.
+    """
+    if use_orig_params is False:
+        raise ValueError(
+            "FSDPStrategy(use_orig_params=False) asks for FSDP1's flat parameters, which FSDP2 does not have: "
+            "every original parameter stays a parameter (a DTensor shard), as with use_orig_params=True. "
+            "Remove the argument."
+        )
+    flags = {
+        "use_orig_params": use_orig_params,
+        "limit_all_gathers": limit_all_gathers,
+        "sync_module_states": sync_module_states,
+        "forward_prefetch": forward_prefetch,
+    }
+    for name, flag in flags.items():
+        if flag is not None and not isinstance(flag, bool):
+            raise TypeError(f"FSDPStrategy({name}={flag!r}) must be True or False.")
+
+
+@dataclass(frozen=True)
+class _InstanceOf:
+    """Selects instances of the classes (a picklable predicate, so strategies survive spawning)."""
+
+    classes: tuple[type[nn.Module], ...]
+
+    def __call__(self, module: nn.Module, numel: int) -> bool:
+        return isinstance(module, self.classes)
+
+
+@dataclass(frozen=True)
+class _ModuleCallable:
+    """Selects what ``function(module)`` is true for."""
+
+    function: Callable[[nn.Module], Any]
+
+    def __call__(self, module: nn.Module, numel: int) -> bool:
+        return bool(self.function(module))
+
+
+@dataclass(frozen=True)
+class _FSDP1Callable:
+    """Selects what an FSDP1 policy ``function(module, recurse, nonwrapped_numel)`` is true for."""
+
+    function: Callable[..., Any]
+
+    def __call__(self, module: nn.Module, numel: int) -> bool:
+        return bool(self.function(module=module, recurse=False, nonwrapped_numel=numel))
+
+
+def _module_classes(value: Any) -> tuple[type[nn.Module], ...] | None:
+    if isinstance(value, type) and issubclass(value, nn.Module):
+        return (value,)
+    classes = getattr(value, "_module_classes", value)  # FSDP1 ModuleWrapPolicy keeps its classes here
+    if isinstance(classes, (set, frozenset, list, tuple)) and classes:
+        if all(isinstance(c, type) and issubclass(c, nn.Module) for c in classes):
+            return tuple(classes)
+        raise TypeError(f"Expected nn.Module subclasses, got {sorted(map(repr, classes))}.")
+    return None
+
+
+def _takes_fsdp1_arguments(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return "recurse" in parameters and "nonwrapped_numel" in parameters

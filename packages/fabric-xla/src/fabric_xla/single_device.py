@@ -1,0 +1,119 @@
+"""SingleDeviceXLAStrategy: one process on one XLA device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.single_device import SingleDeviceStrategy
+from fabric_xla._checkpoint import save_from_rank_zero
+from fabric_xla._moves import ParameterMoves
+from fabric_xla._options import one_precision
+from fabric_xla._runtime import explained_backward_errors, sync
+from fabric_xla.precision import xla_precision
+
+__all__ = ["SingleDeviceXLAStrategy"]
+
+
+class SingleDeviceXLAStrategy(SingleDeviceStrategy):
+    """Trains in the current process on one XLA device (a TPU core, or XLA:CPU).
+
+    XLA records the forward and backward passes lazily; ``optimizer.step()`` steps and
+    then calls ``torch_xla.sync()``, which compiles the step's graph once and runs it, so
+    the loop needs no XLA-specific call. Checkpoints are CPU tensors that plain
+    ``torch.load`` and every other strategy read.
+
+    Args:
+        device: The XLA device: an index (``1`` is ``xla:1``), ``"xla:1"`` or a
+            ``torch.device``; picked from ``Fabric(devices=...)`` when omitted.
+        accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
+        checkpoint_io: How checkpoint files are written.
+        precision: The precision plugin (``precision_plugin`` is accepted as another name).
+        precision_plugin: Another name for ``precision``.
+
+    Raises:
+        ValueError: ``device`` is not an XLA device.
+    """
+
+    supported_accelerators = ("xla",)
+    default_accelerator = "tpu"
+
+    def __init__(
+        self,
+        device: torch.device | str | int | None = None,
+        accelerator: Accelerator | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision: Precision | None = None,
+        precision_plugin: Precision | None = None,
+    ) -> None:
+        if isinstance(device, int) and not isinstance(device, bool):
+            device = torch.device("xla", device)
+        super().__init__(
+            device=device,
+            accelerator=accelerator,
+            checkpoint_io=checkpoint_io,
+            precision=one_precision(precision, precision_plugin, type(self).__name__),
+        )
+        self._moves = ParameterMoves()
+        if self._device is not None and self._device.type != "xla":
+            raise ValueError(
+                f"{type(self).__name__}(device={device!r}) is not an XLA device. Pass an index (device=0) or "
+                "'xla:0', or use strategy='single_device' for other devices."
+            )
+
+    @classmethod
+    def precision_for(cls, precision: str, device_type: str) -> Precision:
+        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
+        return xla_precision(precision, cls.__name__)
+
+    def module_to_device(self, module: nn.Module) -> None:
+        """Move the module to the XLA device (optimizers set up afterwards follow its parameters)."""
+        self._moves.move(module, self.root_device)
+
+    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """Point the optimizer at the parameters' XLA copies if it was created before the move."""
+        return self._moves.retarget(optimizer)
+
+    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
+        """Run the backward pass through the precision plugin (recorded lazily, run at the step)."""
+        with explained_backward_errors():
+            super().backward(tensor, module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Step the optimizer, then run the step's graph (``torch_xla.sync()``)."""
+        result = super().optimizer_step(optimizer, **kwargs)
+        sync()
+        return result
+
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        storage_options: Any | None = None,
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
+        """Run the pending graph, then write ``state`` as CPU tensors."""
+        save_from_rank_zero(self, path, state, storage_options, filter)
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Read the file and copy it onto the device; the copies run right away."""
+        remainder = super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
+        sync()
+        return remainder
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device='{self._device}', precision={self._precision!r})"

@@ -1,0 +1,309 @@
+"""XLAStrategy: one process per XLA device, gradients all-reduced at each optimizer step."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.config import StrategyConfig
+from fabric_core.strategies.parallel import ParallelStrategy
+from fabric_xla import _collectives
+from fabric_xla._checkpoint import save_from_rank_zero
+from fabric_xla._moves import ParameterMoves
+from fabric_xla._options import one_precision, passed_as_plugin
+from fabric_xla._runtime import explained_backward_errors, sync, xla_device
+from fabric_xla.environment import XLAEnvironment
+from fabric_xla.launcher import XLALauncher, XLAStartMethod
+from fabric_xla.precision import xla_precision
+
+__all__ = ["XLAStrategy"]
+
+_T = TypeVar("_T")
+
+DEBUG_VARIABLE: Final = "PT_XLA_DEBUG_LEVEL"
+
+
+class XLAStrategy(ParallelStrategy):
+    """Data-parallel training on XLA devices (TPU cores): one process per device.
+
+    Every process holds a full replica of the model and trains on its shard of the data.
+    XLA records the forward and backward passes lazily as a graph; at ``optimizer.step()``
+    the strategy all-reduces the gradients (averaging them over the processes with one XLA
+    collective), steps the optimizer and calls ``torch_xla.sync()``, which compiles the
+    step's graph the first time and runs it. Later steps with the same shapes reuse the
+    compiled program, so keep batch shapes fixed (``drop_last=True``).
+
+    Gradients are reduced only at the optimizer step, so gradient accumulation costs no
+    communication and ``fabric.no_backward_sync`` has nothing to skip. Checkpoints are
+    written by global rank 0 as CPU tensors, readable by plain ``torch.load`` and by every
+    other strategy.
+
+    Processes are started by :class:`~fabric_xla.launcher.XLALauncher` from
+    ``fabric.launch(fn)``; with one device everything runs in the calling process.
+
+    Args:
+        accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
+        parallel_devices: One device per process on this host; set by ``Fabric`` when omitted.
+        cluster_environment: Where ranks come from: :class:`~fabric_xla.environment.XLAEnvironment`
+            (the XLA runtime) unless given.
+        checkpoint_io: How checkpoint files are written.
+        precision: The precision plugin (``precision_plugin`` is accepted as another name).
+        sync_module_states: Broadcast the parameters and buffers of global rank 0 to every
+            process in ``setup``, so all replicas start equal.
+        debug: Print XLA's compilation and execution analysis (``PT_XLA_DEBUG_LEVEL=2``),
+            which reports recompilations and unexpected transfers to the CPU.
+        start_method: ``"spawn"`` or ``"fork"`` (notebooks), how ``torch_xla.launch`` starts
+            the processes.
+        precision_plugin: Another name for ``precision``.
+    """
+
+    supported_accelerators = ("xla",)
+    default_accelerator = "tpu"
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision: Precision | None = None,
+        sync_module_states: bool = True,
+        debug: bool = False,
+        start_method: XLAStartMethod = "spawn",
+        precision_plugin: Precision | None = None,
+    ) -> None:
+        super().__init__(
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision=one_precision(precision, precision_plugin, type(self).__name__),
+        )
+        self._launcher = XLALauncher(self, start_method)
+        self._environment_given = cluster_environment is not None
+        self._sync_module_states = sync_module_states
+        self._debug = debug
+        self._launched = False
+        self._reduced: weakref.WeakSet[Optimizer] = weakref.WeakSet()
+        self._moves = ParameterMoves()
+
+    @classmethod
+    def precision_for(cls, precision: str, device_type: str) -> Precision:
+        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
+        return xla_precision(precision, cls.__name__)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def configure(self, config: StrategyConfig) -> None:
+        """Adopt devices and node count; ranks come from the XLA runtime unless an environment was passed.
+
+        Raises:
+            ValueError: A single device other than ``xla:0`` was selected (each XLA process
+                drives its own first device; use ``strategy="single_xla"`` for a chosen one).
+        """
+        if not self._environment_given and not passed_as_plugin(config, config.cluster_environment):
+            self._cluster_environment = XLAEnvironment()
+        super().configure(config)
+        devices = self.parallel_devices
+        if len(devices) == 1 and devices[0].index not in (None, 0):
+            raise ValueError(
+                f"{type(self).__name__} runs one process per device of the host, each on its own first device, "
+                f"so it cannot pick {devices[0]}. Use Fabric(strategy='single_xla', devices=[{devices[0].index}])."
+            )
+
+    # -- process and device -------------------------------------------------------------
+
+    @property
+    def root_device(self) -> torch.device:
+        """This process's XLA device.
+
+        Raises:
+            RuntimeError: The processes are not started yet (before ``fabric.launch()``).
+        """
+        if not self._launched:
+            raise RuntimeError(
+                f"The XLA device of each process exists once the processes run. Call fabric.launch(fn) first; "
+                f"{type(self).__name__} creates the devices in setup_environment()."
+            )
+        return xla_device()
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank (0 until the processes are started)."""
+        return super().global_rank if self._launched else 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its host (0 until the processes are started)."""
+        return super().local_rank if self._launched else 0
+
+    @property
+    def node_rank(self) -> int:
+        """The index of this process's host (0 until the processes are started)."""
+        return super().node_rank if self._launched else 0
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes (the expected number until they are started)."""
+        return super().world_size if self._launched else self.num_processes * self.num_nodes
+
+    def setup_environment(self) -> None:
+        """Make this process's XLA device ready; the XLA runtime, not torch.distributed, connects the processes."""
+        if self._debug:
+            os.environ[DEBUG_VARIABLE] = "2"
+        self._launched = True
+        self.accelerator.setup_device(self.root_device)
+
+    def teardown(self) -> None:
+        """Release the parts, and undo ``debug``'s environment variable."""
+        if self._debug:
+            os.environ.pop(DEBUG_VARIABLE, None)
+        super().teardown()
+
+    # -- modules and the step -----------------------------------------------------------
+
+    def module_to_device(self, module: nn.Module) -> None:
+        """Move the module to this process's XLA device (optimizers set up afterwards follow its parameters)."""
+        self._moves.move(module, self.root_device)
+
+    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """Point the optimizer at the parameters' XLA copies if it was created before the move."""
+        return self._moves.retarget(optimizer)
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Return the module; with ``sync_module_states``, rank 0's weights are broadcast to all first."""
+        if self._sync_module_states and self._launched:
+            import torch_xla.core.xla_model as xm
+
+            xm.broadcast_master_param(module)
+        return module
+
+    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
+        """Run the backward pass through the precision plugin (recorded lazily, run at the step)."""
+        with explained_backward_errors():
+            super().backward(tensor, module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
+        """Average the gradients over the processes, step, and run the step's graph (``torch_xla.sync()``).
+
+        A ``closure`` (LBFGS) is run first and the gradients it produced are averaged before
+        the optimizer uses them.
+        """
+        closure = kwargs.get("closure")
+        if closure is not None:
+
+            def reduced_closure() -> Any:
+                loss = closure()
+                self._reduce_gradients(optimizer)
+                return loss
+
+            kwargs["closure"] = reduced_closure
+        else:
+            self._reduce_gradients(optimizer)
+        result = self.precision.optimizer_step(optimizer, **kwargs)
+        self._reduced.discard(optimizer)
+        sync()
+        return result
+
+    def clip_gradients_norm(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
+    ) -> torch.Tensor:
+        """Average the gradients over the processes first, then clip their joint norm (the same on every process)."""
+        self._reduce_gradients(optimizer)
+        return super().clip_gradients_norm(module, optimizer, max_norm, norm_type, error_if_nonfinite)
+
+    def clip_gradients_value(self, module: nn.Module, optimizer: Optimizer, clip_val: float) -> None:
+        """Average the gradients over the processes first, then clamp every element."""
+        self._reduce_gradients(optimizer)
+        super().clip_gradients_value(module, optimizer, clip_val)
+
+    def _reduce_gradients(self, optimizer: Optimizer) -> None:
+        if optimizer in self._reduced or self.world_size == 1:
+            return
+        import torch_xla.core.xla_model as xm
+
+        xm.reduce_gradients(optimizer)
+        self._reduced.add(optimizer)
+
+    # -- collectives --------------------------------------------------------------------
+
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
+        """Reduce ``tensor`` over the processes with an XLA all-reduce; non-tensors are returned unchanged.
+
+        ``reduce_op`` is ``"mean"``, ``"sum"``, ``"max"``, ``"min"`` or ``"product"``; ``group``
+        is a list of equally sized lists of ranks.
+        """
+        if not isinstance(tensor, torch.Tensor) or not self._launched:
+            return tensor
+        return _collectives.all_reduce(tensor, reduce_op or "mean", self.world_size, group)
+
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
+        """Stack ``tensor`` from every process along a new leading dimension of size ``world_size``."""
+        if not self._launched:
+            return tensor.unsqueeze(0)
+        return _collectives.all_gather(tensor, group, sync_grads)
+
+    def broadcast(self, obj: _T, src: int = 0) -> _T:
+        """Send ``obj`` (a tensor, or any picklable object) from process ``src`` to every process."""
+        if not self._launched:
+            return obj
+        return _collectives.broadcast(obj, src, self.global_rank)
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this point (an XLA rendezvous)."""
+        if self._launched:
+            _collectives.barrier(name)
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """True when every process (``all=True``) or any process (``all=False``) decided true."""
+        if not self._launched:
+            return decision
+        votes = self.reduce(torch.tensor(int(decision)), reduce_op="sum")
+        return bool(votes == self.world_size) if all else bool(votes > 0)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        storage_options: Any | None = None,
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
+        """Write ``state`` from global rank 0 as CPU tensors, after every process ran its pending graph."""
+        save_from_rank_zero(self, path, state, storage_options, filter)
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Every process reads the file and copies it onto its device; the copies run right away."""
+        remainder = super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
+        sync()
+        return remainder
+
+    def __repr__(self) -> str:
+        launcher = self._launcher
+        start = launcher.start_method if isinstance(launcher, XLALauncher) else None
+        return f"{type(self).__name__}(start_method={start!r}, precision={self._precision!r})"

@@ -1,0 +1,1 @@
+"""A plugin distribution whose registrations collide with fabric-core's."""

@@ -1,0 +1,3 @@
+"""Not torch_xla: a stand-in that stays in sys.modules once imported, so the tests can see that it was."""
+
+TRIPWIRE = True
