@@ -182,7 +182,12 @@ def test_a_failing_rank_stops_the_run_and_is_named(tmp_path, how):
     assert elapsed < 30, f"the run took {elapsed:.1f}s to stop"
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("fabric run: Rank 1 (local rank 1)"), result.stderr
-    assert ("SIGKILL" in last_line) if how == "kill" else ("exited with code 1" in last_line)
+    # rank 1 is named as the cause; when its exit overlaps rank 0's broken collective, the
+    # agent may have stopped it with SIGTERM before it finished exiting with code 1
+    expected = (
+        ("was killed by SIGKILL",) if how == "kill" else ("exited with code 1", "was killed by SIGTERM")
+    )
+    assert any(text in last_line.split(";")[0] for text in expected), last_line
     assert leftover_processes(marker) == []
 
 

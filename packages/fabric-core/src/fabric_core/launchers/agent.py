@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,19 @@ class WorkerFailure:
     exitcode: int
     message: str
 
+    @property
+    def blame(self) -> int:
+        """How likely this worker caused the failure (lower: more likely).
+
+        0: it failed on its own; 1: the agent stopped it (SIGTERM); 2: its collective broke
+        because a peer's connection closed.
+        A surviving rank's collective fails as soon as the failing rank's process closes its
+        connections, sometimes before the agent has seen that process exit.
+        """
+        if any(marker in self.message for marker in _PEER_LOST_MARKERS):
+            return 2
+        return 1 if self.exitcode == -signal.SIGTERM else 0
+
     def describe(self) -> str:
         """E.g. ``rank 1 (local rank 1) was killed by SIGKILL``."""
         if self.exitcode < 0:
@@ -76,6 +90,9 @@ class WorkerFailure:
                 how = f"was killed by signal {-self.exitcode}"
         else:
             how = f"exited with code {self.exitcode}"
+            error = self.message.strip().splitlines()[0] if self.message.strip() else ""
+            if error and not error.startswith("To enable traceback"):
+                how += f" ({error[:200]})"
         return f"rank {self.global_rank} (local rank {self.local_rank}) {how}"
 
 
@@ -84,16 +101,17 @@ class WorkersFailedError(RuntimeError):
 
     Attributes:
         failures: The workers that failed on their own (the cause), lowest rank first,
-            followed by those the agent stopped with SIGTERM afterwards.
+            followed by those that failed as a consequence (stopped by the agent, or broken
+            off by the lost peer).
     """
 
     def __init__(self, failures: list[WorkerFailure]) -> None:
-        self.failures = sorted(failures, key=lambda f: (f.exitcode == -signal.SIGTERM, f.global_rank))
-        causes = [f for f in self.failures if f.exitcode != -signal.SIGTERM] or self.failures
-        stopped = [f.global_rank for f in self.failures if f not in causes]
+        self.failures = sorted(failures, key=lambda f: (f.blame, f.global_rank))
+        causes = [f for f in self.failures if f.blame == self.failures[0].blame]
+        followed = [f.global_rank for f in self.failures if f not in causes]
         message = "; ".join(f.describe() for f in causes)
-        if stopped:
-            message += f". The launcher then stopped rank(s) {', '.join(map(str, stopped))}"
+        if followed:
+            message += f". Rank(s) {', '.join(map(str, followed))} stopped as a consequence"
         super().__init__(f"{message[0].upper()}{message[1:]}. See the output above for the error.")
 
     @property
@@ -145,7 +163,7 @@ def run_agent(
         return launch_agent(config, entrypoint, list(args))
     except ChildFailedError as error:
         failures = [
-            WorkerFailure(rank, failure.local_rank, failure.exitcode, failure.message)
+            WorkerFailure(rank, failure.local_rank, failure.exitcode, _message_of(failure.message))
             for rank, failure in sorted(error.failures.items())
         ]
         raise WorkersFailedError(failures) from None
@@ -156,3 +174,42 @@ def _quiet_agent_logging() -> None:
     if not os.environ.get("FABRIC_VERBOSE_AGENT"):
         logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
         logging.getLogger("torch.distributed.launcher").setLevel(logging.WARNING)
+
+
+_PEER_LOST_MARKERS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote worker crashing",
+    "NCCL communicator was aborted",
+)
+
+
+def _message_of(message: Any) -> str:
+    if isinstance(message, dict):
+        return str(message.get("message", ""))
+    return str(message or "")
+
+
+def record_worker_errors() -> None:
+    """Make an uncaught exception in this worker reach the agent with its message and time.
+
+    Under the elastic agent (``TORCHELASTIC_ERROR_FILE`` set), the exception is written to
+    the agent's error file, so the launcher's summary can tell the rank that raised first
+    from the ranks whose collectives broke afterwards. Does nothing elsewhere.
+    """
+    if "TORCHELASTIC_ERROR_FILE" not in os.environ or getattr(sys.excepthook, "_fabric_records", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        if isinstance(value, Exception):
+            try:
+                from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+                ErrorHandler().record_exception(value)
+            except Exception:  # recording is best effort; the traceback is still printed
+                pass
+        previous(kind, value, traceback)
+
+    hook._fabric_records = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.launchers.agent import record_worker_errors
 from fabric_core.launchers.elastic import ElasticLauncher, StartMethod
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
@@ -172,6 +173,7 @@ class ParallelStrategy(Strategy, ABC):
         Raises:
             RuntimeError: An existing group's size disagrees with the expected world size.
         """
+        record_worker_errors()
         environment = self.cluster_environment
         environment.set_world_size(self.num_nodes * self.num_processes)
         environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
