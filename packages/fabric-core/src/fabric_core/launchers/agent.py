@@ -9,6 +9,7 @@ naming the ranks.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -213,3 +214,63 @@ def record_worker_errors() -> None:
 
     hook._fabric_records = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+    _exit_status_guard.install()
+
+
+class _ExitStatusGuard:
+    """Ends a worker with ``os._exit`` once Python's own shutdown work is done.
+
+    A gloo worker that exits normally can still abort in a C++ destructor during the
+    interpreter's final teardown ("terminate called without an active exception", a
+    torch.distributed issue), turning a finished run into a crash that makes the agent
+    stop the other ranks. Registered at process-group set-up, so it runs after every
+    ``atexit`` handler registered later, this hook flushes output and logging, destroys
+    the process group and leaves with the status Python would have used: 1 after an
+    uncaught exception, the ``sys.exit`` code, else 0.
+    """
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        self.installed = True
+        original_exit, original_hook = sys.exit, sys.excepthook
+
+        def exit_with(status: Any = None) -> None:
+            self.status = _status_of(status)
+            original_exit(status)
+
+        def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+            self.status = 1
+            original_hook(kind, value, traceback)
+
+        sys.exit = exit_with  # type: ignore[assignment]
+        sys.excepthook = hook
+        atexit.register(self.finish)
+
+    def finish(self) -> None:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        os._exit(self.status)
+
+
+def _status_of(status: Any) -> int:
+    if status is None:
+        return 0
+    if isinstance(status, int):
+        return status
+    return 1
+
+
+_exit_status_guard = _ExitStatusGuard()
