@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +12,7 @@ from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.single_device import SingleDeviceStrategy
-from fabric_xla._checkpoint import save_from_rank_zero
+from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
 from fabric_xla._options import one_precision
 from fabric_xla._runtime import explained_backward_errors, sync
@@ -23,7 +21,7 @@ from fabric_xla.precision import xla_precision
 __all__ = ["SingleDeviceXLAStrategy"]
 
 
-class SingleDeviceXLAStrategy(SingleDeviceStrategy):
+class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
     """Trains in the current process on one XLA device (a TPU core, or XLA:CPU).
 
     XLA records the forward and backward passes lazily; ``optimizer.step()`` steps and
@@ -92,28 +90,6 @@ class SingleDeviceXLAStrategy(SingleDeviceStrategy):
         result = super().optimizer_step(optimizer, **kwargs)
         sync()
         return result
-
-    def save_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any],
-        storage_options: Any | None = None,
-        filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Run the pending graph, then write ``state`` as CPU tensors."""
-        save_from_rank_zero(self, path, state, storage_options, filter)
-
-    def load_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any] | nn.Module | Optimizer | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Read the file and copy it onto the device; the copies run right away."""
-        remainder = super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
-        sync()
-        return remainder
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device='{self._device}', precision={self._precision!r})"

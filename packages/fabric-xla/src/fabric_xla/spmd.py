@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import torch
@@ -18,7 +16,7 @@ from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_tensors
 from fabric_xla import _sharding
-from fabric_xla._checkpoint import save_from_rank_zero
+from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
 from fabric_xla._options import one_precision
 from fabric_xla._runtime import explained_backward_errors, sync, xla_device
@@ -31,7 +29,7 @@ _T = TypeVar("_T")
 AXES: Final = _sharding.AXES
 
 
-class XLASPMDStrategy(Strategy):
+class XLASPMDStrategy(XLACheckpoints, Strategy):
     """Sharded training with XLA's SPMD partitioner: one process, every device of the host, one program.
 
     The design torch_xla recommends for new code (it is what its "FSDPv2" builds on). The
@@ -213,28 +211,6 @@ class XLASPMDStrategy(Strategy):
         """Return at once (one process)."""
 
     # -- checkpoints --------------------------------------------------------------------
-
-    def save_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any],
-        storage_options: Any | None = None,
-        filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Run the pending graph, then write ``state`` as full CPU tensors."""
-        save_from_rank_zero(self, path, state, storage_options, filter)
-
-    def load_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any] | nn.Module | Optimizer | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Read the file and copy it into the sharded parameters; the copies run right away."""
-        remainder = super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
-        sync()
-        return remainder
 
     def __repr__(self) -> str:
         return f"XLASPMDStrategy(mesh_shape={self._mesh_shape}, axes={AXES}, precision={self._precision!r})"

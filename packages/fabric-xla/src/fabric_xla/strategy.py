@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import torch
@@ -19,7 +17,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.parallel import ParallelStrategy
 from fabric_xla import _collectives
-from fabric_xla._checkpoint import save_from_rank_zero
+from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
 from fabric_xla._options import one_precision, passed_as_plugin
 from fabric_xla._runtime import explained_backward_errors, sync, xla_device
@@ -34,7 +32,7 @@ _T = TypeVar("_T")
 DEBUG_VARIABLE: Final = "PT_XLA_DEBUG_LEVEL"
 
 
-class XLAStrategy(ParallelStrategy):
+class XLAStrategy(XLACheckpoints, ParallelStrategy):
     """Data-parallel training on XLA devices (TPU cores): one process per device.
 
     Every process holds a full replica of the model and trains on its shard of the data.
@@ -280,28 +278,6 @@ class XLAStrategy(ParallelStrategy):
         return bool(votes == self.world_size) if all else bool(votes > 0)
 
     # -- checkpoints --------------------------------------------------------------------
-
-    def save_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any],
-        storage_options: Any | None = None,
-        filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Write ``state`` from global rank 0 as CPU tensors, after every process ran its pending graph."""
-        save_from_rank_zero(self, path, state, storage_options, filter)
-
-    def load_checkpoint(
-        self,
-        path: str | Path,
-        state: dict[str, Any] | nn.Module | Optimizer | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Every process reads the file and copies it onto its device; the copies run right away."""
-        remainder = super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
-        sync()
-        return remainder
 
     def __repr__(self) -> str:
         launcher = self._launcher
