@@ -9,6 +9,8 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
+from fabric_core.utilities.checkpoint import collect_state as core_collect_state
+
 __all__ = ["Filter", "ModuleFinder", "check_names", "collect_state"]
 
 ModuleFinder = Callable[[Optimizer, dict[str, Any]], nn.Module]
@@ -27,33 +29,15 @@ def collect_state(
 ) -> dict[str, Any]:
     """Replace each module, optimizer and stateful object by its state dict (as the getters make it).
 
-    Raises:
-        TypeError: ``state`` is not a dict, or ``filter`` names an entry that has no state dict.
+    Core's :func:`~fabric_core.utilities.checkpoint.collect_state`, with each optimizer's
+    state taken together with the module it trains (DCP names optimizer state by parameter).
     """
-    if not isinstance(state, dict):
-        raise TypeError(
-            f"The state to save must be a dict of names to objects, got {type(state).__name__}. "
-            "Example: fabric.save(path, {'model': model, 'optimizer': optimizer, 'step': step})."
-        )
-    checkpoint: dict[str, Any] = {}
-    for key, obj in state.items():
-        if isinstance(obj, nn.Module):
-            value: Any = module_state(obj)
-        elif isinstance(obj, Optimizer):
-            value = optimizer_state(module_for(obj, state), obj)
-        elif callable(getattr(obj, "state_dict", None)):
-            value = obj.state_dict()
-        else:
-            value = obj
-        if filter is not None and key in filter:
-            if not isinstance(value, dict):
-                raise TypeError(
-                    f"filter['{key}'] was given, but state['{key}'] is not a dict or a state dict."
-                )
-            keep = filter[key]
-            value = {name: entry for name, entry in value.items() if keep(name, entry)}
-        checkpoint[key] = value
-    return checkpoint
+    return core_collect_state(
+        state,
+        filter=filter,
+        module_state=module_state,
+        optimizer_state=lambda optimizer: optimizer_state(module_for(optimizer, state), optimizer),
+    )
 
 
 def check_names(state: dict[str, Any], saved: list[str], strict: bool, path: Path) -> None:

@@ -15,13 +15,26 @@ __all__ = ["apply_checkpoint", "collect_state"]
 
 
 def collect_state(
-    state: dict[str, Any], strategy: Strategy, filter: dict[str, Callable[[str, Any], bool]] | None = None
+    state: dict[str, Any],
+    strategy: Strategy | None = None,
+    filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    *,
+    module_state: Callable[[nn.Module], dict[str, Any]] | None = None,
+    optimizer_state: Callable[[Optimizer], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Replace each module, optimizer and stateful object in ``state`` by its state dict.
+
+    Modules and optimizers go through ``module_state``/``optimizer_state`` when given (a
+    sharded strategy gathers or names its shards there), else through the strategy's
+    ``get_module_state_dict``/``get_optimizer_state``.
 
     Raises:
         TypeError: ``state`` is not a dict, or ``filter`` names an entry that has no state dict.
     """
+    if module_state is None or optimizer_state is None:
+        assert strategy is not None, "collect_state needs a strategy or both state getters"
+        module_state = module_state or strategy.get_module_state_dict
+        optimizer_state = optimizer_state or strategy.get_optimizer_state
     if not isinstance(state, dict):
         raise TypeError(
             f"The state to save must be a dict of names to objects, got {type(state).__name__}. "
@@ -30,9 +43,9 @@ def collect_state(
     checkpoint: dict[str, Any] = {}
     for key, obj in state.items():
         if isinstance(obj, nn.Module):
-            value = strategy.get_module_state_dict(obj)
+            value = module_state(obj)
         elif isinstance(obj, Optimizer):
-            value = strategy.get_optimizer_state(obj)
+            value = optimizer_state(obj)
         elif callable(getattr(obj, "state_dict", None)):
             value = obj.state_dict()
         else:
