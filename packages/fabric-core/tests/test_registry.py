@@ -61,15 +61,16 @@ def test_register_a_class_and_build_it_with_its_init_params(registry: StrategyRe
     assert returned is RecordingStrategy
     assert "recording" in registry
     assert registry.get_class("recording") is RecordingStrategy
-    strategy = registry.get("recording")
+    assert registry.get("recording") is RecordingStrategy, "get returns the class, as the seed says"
+    strategy = registry.build("recording")
     assert isinstance(strategy, RecordingStrategy)
     assert (strategy.tag, strategy.level) == ("registered", 2)
 
 
-def test_get_overrides_registered_init_params_with_keyword_arguments(registry: StrategyRegistry) -> None:
+def test_build_overrides_registered_init_params_with_keyword_arguments(registry: StrategyRegistry) -> None:
     registry.register("recording", RecordingStrategy, tag="registered", level=2)
 
-    strategy = registry.get("recording", level=5)
+    strategy = registry.build("recording", level=5)
 
     assert (strategy.tag, strategy.level) == ("registered", 5)
     assert registry.entry("recording").init_params == {"tag": "registered", "level": 2}, (
@@ -93,16 +94,16 @@ def test_register_module_path_imports_the_module_only_when_the_class_is_needed(
 
     assert lazy_module in sys.modules
     assert cls.__name__ == "LazyStrategy"
-    strategy = registry.get("lazy")
+    strategy = registry.build("lazy")
     assert isinstance(strategy, cls)
     assert strategy.flavour == "spicy"
 
 
-def test_get_alone_imports_a_lazy_target(registry: StrategyRegistry, lazy_module: str) -> None:
+def test_build_alone_imports_a_lazy_target(registry: StrategyRegistry, lazy_module: str) -> None:
     registry.register("lazy", f"{lazy_module}:LazyStrategy")
     assert lazy_module not in sys.modules
 
-    strategy = registry.get("lazy", flavour="mild")
+    strategy = registry.build("lazy", flavour="mild")
 
     assert lazy_module in sys.modules
     assert strategy.flavour == "mild"
@@ -118,7 +119,7 @@ def test_decorator_registers_the_class_and_returns_it_unchanged(registry: Strate
 
     assert DecoratedStrategy.__name__ == "DecoratedStrategy"
     assert registry.get_class("decorated") is DecoratedStrategy
-    assert registry.get("decorated").level == 3
+    assert registry.build("decorated").level == 3
     assert registry.entry("decorated").description == "First docstring line becomes the description."
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from fabric_core._first_party import ACCELERATOR_PROVIDERS, ENVIRONMENT_PROVIDERS, STRATEGY_PROVIDERS
 from fabric_core.registry import Registry
@@ -15,10 +15,36 @@ class StrategyRegistry(Registry):
     packaged registers directly::
 
         STRATEGY_REGISTRY.register("custom", CustomStrategy, description="...", some_arg=1)
+        STRATEGY_REGISTRY.get("custom")      # the class
+        STRATEGY_REGISTRY.build("custom")    # CustomStrategy(some_arg=1)
     """
+
+    base_class = "fabric_core.strategies.strategy:Strategy"
 
     def __init__(self) -> None:
         super().__init__("strategy", "strategies", hints=STRATEGY_PROVIDERS)
+
+    def register(  # type: ignore[override]
+        self,
+        name: str,
+        strategy_class: type | str | None = None,
+        description: str | None = None,
+        override: bool = False,
+        *,
+        requires: tuple[str, ...] = (),
+        **init_params: Any,
+    ) -> Any:
+        """Register ``name`` for a :class:`Strategy` subclass or a ``"module:Class"`` path.
+
+        Without ``strategy_class`` it returns a class decorator. The other arguments are
+        those of :meth:`Registry.register`; ``**init_params`` are passed to the class when
+        the name is built with :meth:`build` or ``Fabric(strategy=name)``.
+
+        Raises:
+            TypeError: ``strategy_class`` is not a ``Strategy`` subclass (or a path).
+            DuplicateNameError: ``name`` is taken (by a plugin, too) and ``override`` is false.
+        """
+        return super().register(name, strategy_class, description, override, requires=requires, **init_params)
 
     def available_strategies(self) -> list[str]:
         """The registered strategy names."""
@@ -27,6 +53,8 @@ class StrategyRegistry(Registry):
 
 class AcceleratorRegistry(Registry):
     """Maps accelerator names (``"cpu"``, ``"cuda"``, ...) to accelerator classes."""
+
+    base_class = "fabric_core.accelerators.accelerator:Accelerator"
 
     def __init__(self) -> None:
         super().__init__("accelerator", "accelerators", hints=ACCELERATOR_PROVIDERS)

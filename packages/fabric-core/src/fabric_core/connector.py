@@ -124,7 +124,7 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
     name = accelerator.lower()
     if name == "auto":
         if strategy_default is not None:
-            return ACCELERATOR_REGISTRY.get(strategy_default)
+            return ACCELERATOR_REGISTRY.build(strategy_default)
         candidates = []
         for entry in ACCELERATOR_REGISTRY.entries():
             cls = ACCELERATOR_REGISTRY.get_class(entry.name)
@@ -132,15 +132,15 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
                 candidates.append((cls.auto_priority, entry.name, cls))
         for _, candidate, cls in sorted(candidates, key=lambda c: c[0]):
             if cls.is_available():
-                return ACCELERATOR_REGISTRY.get(candidate)
-        return ACCELERATOR_REGISTRY.get("cpu")
+                return ACCELERATOR_REGISTRY.build(candidate)
+        return ACCELERATOR_REGISTRY.build("cpu")
     cls = ACCELERATOR_REGISTRY.get_class(name)
     if not cls.is_available():
         raise RuntimeError(
             f"Fabric(accelerator='{accelerator}') was requested, but this machine has no such device. "
             "Use accelerator='cpu', or 'auto' to pick what is available."
         )
-    return ACCELERATOR_REGISTRY.get(name)
+    return ACCELERATOR_REGISTRY.build(name)
 
 
 def resolve_devices(devices: int | str | Sequence[int], accelerator: Accelerator) -> list[torch.device]:
@@ -211,14 +211,14 @@ def resolve_strategy(
             f"strategy={strategy!r} must be a strategy name ('ddp', 'fsdp', ...) or a Strategy instance."
         )
     if strategy != "auto":
-        return STRATEGY_REGISTRY.get(strategy)
+        return STRATEGY_REGISTRY.build(strategy)
     preferred = accelerator.auto_strategy(total_processes) if accelerator is not None else None
     if preferred is not None:
-        return STRATEGY_REGISTRY.get(preferred)
+        return STRATEGY_REGISTRY.build(preferred)
     if total_processes == 1:
-        return STRATEGY_REGISTRY.get("single_device")
+        return STRATEGY_REGISTRY.build("single_device")
     try:
-        return STRATEGY_REGISTRY.get(MULTI_PROCESS_STRATEGY)
+        return STRATEGY_REGISTRY.build(MULTI_PROCESS_STRATEGY)
     except UnknownNameError as error:
         raise UnknownNameError(
             f"{total_processes} processes need a multi-process strategy, and strategy='auto' picks "

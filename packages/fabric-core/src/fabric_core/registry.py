@@ -84,6 +84,12 @@ class Registry:
             that distribution; an unknown name found here tells the user what to install.
     """
 
+    base_class: str | None = None
+    """``"module:Class"`` of the class every registered target must derive from (``None``: any).
+
+    Checked at :meth:`register` for a class, and when a ``"module:Class"`` path is imported.
+    """
+
     def __init__(self, kind: str, plural: str, hints: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.plural = plural
@@ -141,13 +147,16 @@ class Registry:
             name: The name users pass to ``Fabric``.
             target: The class, or the dotted path of a class imported on first use.
             description: One line for listings; defaults to the class docstring's first line.
-            override: Replace an existing registration instead of raising.
+            override: Replace an existing registration instead of raising. Installed plugins
+                are discovered before a name registered in code is checked, so a name a
+                plugin provides (``"ddp"``) is never taken over by accident.
             requires: Extra import names the class needs, used to report whether the
                 name can be built on this machine without importing anything.
             **init_params: Keyword arguments passed to the class when the name is built.
 
         Raises:
-            TypeError: ``name`` is not a string or ``target`` is not a class or path.
+            TypeError: ``name`` is not a string, ``target`` is not a class or path, or the
+                class does not derive from the registry's base class.
             DuplicateNameError: ``name`` is registered already and ``override`` is false.
         """
         if target is None:
@@ -171,6 +180,11 @@ class Registry:
                 f"got an instance of {type(target).__name__}. Register the class and pass its "
                 "arguments as keyword arguments: register(name, MyClass, arg=value)."
             )
+        else:
+            self._check_base_class(name, target)
+        if self._provider == DIRECT_PROVIDER:
+            # A name registered in code is checked against the plugins' names too.
+            self._ensure_discovered()
         with self._lock:
             existing = self._entries.get(name)
             if existing is not None and not override:
@@ -224,24 +238,40 @@ class Registry:
         except (KeyError, TypeError):
             raise self._unknown(name) from None
 
-    def get_class(self, name: str) -> type[Any]:
-        """The class registered as ``name``, importing its module if needed."""
+    def get(self, name: str) -> type[Any]:
+        """The class registered as ``name``, importing its module if needed.
+
+        Raises:
+            UnknownNameError: Nothing is registered as ``name`` (the message lists what is).
+            RegistryError: The registered path cannot be imported, or is not a suitable class.
+        """
         cls = self._classes.get(name)
         if cls is not None:
             return cls
         entry = self.entry(name)
         cls = _import_target(entry, self.kind)
+        self._check_base_class(name, cls, entry)
         self._classes[name] = cls
         return cls
 
-    def get(self, name: str, **overrides: Any) -> Any:
+    def get_class(self, name: str) -> type[Any]:
+        """The class registered as ``name`` (the same as :meth:`get`)."""
+        return self.get(name)
+
+    def build(self, name: str, **overrides: Any) -> Any:
         """Build the component registered as ``name``.
 
-        The registered init parameters are passed to the class, updated by ``overrides``.
+        The init arguments given at registration are passed to the class, updated by
+        ``overrides``: ``STRATEGY_REGISTRY.build("ddp_spawn")`` is
+        ``DDPStrategy(start_method="spawn")``.
         """
-        cls = self.get_class(name)
+        cls = self.get(name)
         params = {**self._entries[name].init_params, **overrides}
         return cls(**params)
+
+    def init_params(self, name: str) -> dict[str, Any]:
+        """The init arguments registered with ``name``."""
+        return dict(self.entry(name).init_params)
 
     def available(self) -> list[str]:
         """The registered names, in registration order."""
@@ -292,6 +322,18 @@ class Registry:
         if not name or name != name.strip():
             raise TypeError(
                 f"A {self.kind} name must be a non-empty string without surrounding spaces, got {name!r}."
+            )
+
+    def _check_base_class(self, name: str, cls: type, entry: RegistryEntry | None = None) -> None:
+        if self.base_class is None:
+            return
+        module_name, _, qualname = self.base_class.partition(":")
+        base = getattr(importlib.import_module(module_name), qualname)
+        if not issubclass(cls, base):
+            source = f" (from {entry.provider}, '{entry.target_path}')" if entry is not None else ""
+            raise TypeError(
+                f"The {self.kind} '{name}'{source} must be a subclass of {qualname}, but "
+                f"{cls.__module__}.{cls.__qualname__} is not. Derive it from {module_name}.{qualname}."
             )
 
     def _ensure_discovered(self) -> None:

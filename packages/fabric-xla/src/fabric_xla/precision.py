@@ -42,4 +42,4 @@ def xla_precision(precision: str, strategy_name: str = "An XLA strategy") -> Pre
         )
     if precision == "bf16-mixed":
         import_torch_xla()  # registers the "xla" autocast device
-    return PRECISION_REGISTRY.get(precision, device_type="xla")  # type: ignore[no-any-return,unused-ignore]
+    return PRECISION_REGISTRY.build(precision, device_type="xla")  # type: ignore[no-any-return,unused-ignore]

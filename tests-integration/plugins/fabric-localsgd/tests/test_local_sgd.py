@@ -123,7 +123,7 @@ def test_the_plugin_registers_lazy_names_with_their_defaults() -> None:
         "fabric_localsgd.strategy:LocalSGDStrategy",
     )
     assert dict(entry.init_params) == {"sync_every": 4, "start_method": "popen"}
-    assert STRATEGY_REGISTRY.get("localsgd_fork", sync_every=2).sync_every == 2
+    assert STRATEGY_REGISTRY.build("localsgd_fork", sync_every=2).sync_every == 2
 
 
 @pytest.mark.parametrize("sync_every", [0, -1, 1.5, True])

@@ -32,7 +32,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         return 2
     try:
         name = args.format or _detect(args.path)
-        checkpoint_format = CHECKPOINT_FORMAT_REGISTRY.get(name)
+        checkpoint_format = CHECKPOINT_FORMAT_REGISTRY.build(name)
     except RegistryError as error:
         print(f"fabric checkpoint: {error}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ def detect_environment() -> ClusterEnvironment:
                     f"no cluster environment recognised this process (checked {', '.join(passed) or 'none'})"
                 )
             _report(name, reason)
-            return ENVIRONMENT_REGISTRY.get(name)
+            return ENVIRONMENT_REGISTRY.build(name)
         passed.append(name)
     raise AssertionError("the local environment always detects")  # pragma: no cover
 
@@ -89,7 +89,7 @@ def _forced_environment(forced: str) -> ClusterEnvironment:
     if name != "local" and not cls.detect():
         reason += f"; note that {cls.__name__}.detect() does not recognise this process"
     _report(name, reason)
-    return ENVIRONMENT_REGISTRY.get(name)
+    return ENVIRONMENT_REGISTRY.build(name)
 
 
 def _report(name: str, reason: str) -> None:

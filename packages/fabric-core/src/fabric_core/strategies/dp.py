@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,8 +12,7 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
-
-_T = TypeVar("_T")
+from fabric_core.utilities.apply_func import as_tensor
 
 
 class DataParallelStrategy(Strategy):
@@ -24,22 +23,27 @@ class DataParallelStrategy(Strategy):
     (replication each step, one interpreter); prefer ``ddp`` for real training.
 
     Args:
-        accelerator: The accelerator (CUDA).
         parallel_devices: The CUDA devices; set by the connector when omitted.
+        accelerator: The accelerator (CUDA).
         checkpoint_io: How checkpoints are written.
-        precision: The precision plugin.
+        precision_plugin: The precision plugin.
+        precision: Lightning Fabric's name for ``precision_plugin``.
     """
 
     supported_accelerators = ("cuda",)
 
     def __init__(
         self,
-        accelerator: Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
+        *,
+        accelerator: Accelerator | None = None,
         checkpoint_io: CheckpointIO | None = None,
+        precision_plugin: Precision | None = None,
         precision: Precision | None = None,
     ) -> None:
-        super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io, precision=precision)
+        super().__init__(
+            accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin, precision=precision
+        )
         self._parallel_devices = parallel_devices
 
     def configure(self, config: StrategyConfig) -> None:
@@ -47,7 +51,8 @@ class DataParallelStrategy(Strategy):
         self._configure_parts(config)
         if config.num_nodes != 1:
             raise ValueError(
-                f"strategy='dp' runs in one process on one node, not num_nodes={config.num_nodes}."
+                f"strategy='dp' runs in one process on one node, not num_nodes={config.num_nodes}. "
+                "Use strategy='ddp' (pip install fabric-ddp) for several nodes."
             )
         if self._parallel_devices is None:
             self._parallel_devices = list(config.parallel_devices)
@@ -75,21 +80,13 @@ class DataParallelStrategy(Strategy):
             state_dict, strict=strict
         )
 
-    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
-        """Average (or sum) a tensor that DataParallel gathered from the replicas."""
+    def reduce(self, tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        """Average (``reduce_op="sum"``: sum) a tensor that DataParallel gathered from the replicas.
+
+        A scalar (or a Python number) is already the whole result and is returned as a tensor.
+        """
+        reduce_op = kwargs.get("reduce_op", args[1] if len(args) > 1 else None)
+        tensor = as_tensor(tensor, self.root_device)
         if isinstance(tensor, torch.Tensor) and tensor.ndim > 0:
             return tensor.sum() if reduce_op == "sum" else tensor.float().mean()
         return tensor
-
-    def all_gather(
-        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
-    ) -> torch.Tensor:
-        """One process: a leading dimension of size one."""
-        return tensor.unsqueeze(0)
-
-    def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """One process: ``obj`` unchanged."""
-        return obj
-
-    def barrier(self, name: str | None = None) -> None:
-        """One process: nothing to wait for."""

@@ -20,6 +20,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities import collectives
+from fabric_core.utilities.apply_func import as_tensor
 
 __all__ = ["DEFAULT_TIMEOUT", "ParallelStrategy"]
 
@@ -40,28 +41,37 @@ class ParallelStrategy(Strategy, ABC):
     Args:
         accelerator: The accelerator; set by the connector when omitted.
         parallel_devices: One device per process on this node; set by the connector when omitted.
-        cluster_environment: Where ranks come from; detected when omitted.
         checkpoint_io: How checkpoints are written.
-        precision: The precision plugin.
+        precision_plugin: The precision plugin.
+        cluster_environment: Where ranks come from; detected when omitted.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
         timeout: How long collectives wait for the other processes.
         start_method: How ``fabric.launch()`` starts the processes: ``"popen"`` re-runs the
             script, ``"spawn"`` and ``"fork"`` run ``fabric.launch(fn)``'s function (see
             :class:`~fabric_core.launchers.ElasticLauncher`).
+        precision: Lightning Fabric's name for ``precision_plugin``.
+
+    Everything after ``precision_plugin`` is keyword-only.
     """
 
     def __init__(
         self,
         accelerator: Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
-        cluster_environment: ClusterEnvironment | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
+        precision_plugin: Precision | None = None,
+        *,
+        cluster_environment: ClusterEnvironment | None = None,
         process_group_backend: str | None = None,
         timeout: timedelta | None = DEFAULT_TIMEOUT,
         start_method: StartMethod = "popen",
+        precision: Precision | None = None,
     ) -> None:
-        super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io, precision=precision)
+        super().__init__(
+            accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin, precision=precision
+        )
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT
         self._parallel_devices = parallel_devices
         self._cluster_environment = cluster_environment
         self._process_group_backend = process_group_backend
@@ -206,11 +216,24 @@ class ParallelStrategy(Strategy, ABC):
 
     # -- collectives --------------------------------------------------------------------
 
-    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
-        """All-reduce ``tensor`` (in place) across processes; non-tensors are returned unchanged."""
-        if not isinstance(tensor, torch.Tensor) or not collectives.is_distributed():
-            return tensor
-        return collectives.all_reduce(tensor, group, reduce_op or "mean")
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
+        """All-reduce ``tensor`` (in place) across processes; ``reduce_op=None`` means ``"mean"``.
+
+        A Python or NumPy number is turned into a tensor on the root device first, so a
+        value like ``loss.item()`` is reduced too.
+
+        Raises:
+            TypeError: ``tensor`` is neither a tensor nor a number.
+        """
+        value = as_tensor(tensor, self.root_device)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.reduce() communicates tensors and numbers, got {type(tensor).__name__}. "
+                "Use fabric.all_reduce(...) for nested collections, or fabric.broadcast(...) for other objects."
+            )
+        if not collectives.is_distributed():
+            return value
+        return collectives.all_reduce(value, group, reduce_op or "mean")
 
     def all_gather(
         self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
@@ -220,6 +243,7 @@ class ParallelStrategy(Strategy, ABC):
         With ``sync_grads=True`` the result stays in the autograd graph, so gradients flow
         back to each process's own slice.
         """
+        tensor = as_tensor(tensor, self.root_device)
         if not collectives.is_distributed():
             return tensor.unsqueeze(0)
         return collectives.all_gather(tensor, group, sync_grads)

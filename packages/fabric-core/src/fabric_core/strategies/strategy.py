@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
@@ -18,7 +17,7 @@ from fabric_core.io.checkpoint_io import CheckpointIO, TorchCheckpointIO
 from fabric_core.launchers.launcher import Launcher
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
-from fabric_core.utilities.apply_func import move_to_device
+from fabric_core.utilities.apply_func import as_tensor, move_to_device
 from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
 from fabric_core.utilities.init import SkipParameterInit
 
@@ -27,7 +26,7 @@ __all__ = ["Strategy"]
 _T = TypeVar("_T")
 
 
-class Strategy(ABC):
+class Strategy:
     """How a training loop runs across devices and processes.
 
     A strategy owns the parts of a run: the :class:`Accelerator` (device type), the
@@ -35,14 +34,17 @@ class Strategy(ABC):
     strategies the cluster environment and the launcher. ``Fabric`` calls only the
     strategy; the strategy calls its parts.
 
-    Subclasses implement :attr:`root_device` and the collectives; everything else has a
-    single-process default that multi-process strategies extend.
+    Every method has a single-process default: a subclass that overrides only
+    ``setup_module`` and ``reduce`` trains on the one device the connector gives it.
+    Multi-process strategies (:class:`ParallelStrategy`) replace the collectives.
 
     Args:
         accelerator: The accelerator; the connector sets it when omitted.
         checkpoint_io: How checkpoints are written; :class:`TorchCheckpointIO` by default.
-        precision: The precision plugin; the connector builds one from ``Fabric(precision=...)``
-            when omitted.
+        precision_plugin: The precision plugin; the connector builds one from
+            ``Fabric(precision=...)`` when omitted.
+        precision: Lightning Fabric's name for ``precision_plugin`` (keyword only; pass one
+            of the two).
     """
 
     supported_accelerators: ClassVar[tuple[str, ...] | None] = None
@@ -51,15 +53,24 @@ class Strategy(ABC):
     default_accelerator: ClassVar[str | None] = None
     """The accelerator ``accelerator="auto"`` picks for this strategy (``None``: the best available)."""
 
+    allows_repeated_setup: ClassVar[bool] = True
+    """Whether the same module may be passed to ``fabric.setup`` twice (each call wraps it anew).
+
+    Strategies that shard or take over the module in place (FSDP, DeepSpeed) set it false.
+    """
+
     def __init__(
         self,
         accelerator: Accelerator | None = None,
         checkpoint_io: CheckpointIO | None = None,
+        precision_plugin: Precision | None = None,
+        *,
         precision: Precision | None = None,
     ) -> None:
         self._accelerator = accelerator
         self._checkpoint_io = checkpoint_io
-        self._precision = precision
+        self._precision = pick_precision_plugin(type(self).__name__, precision_plugin, precision)
+        self._device: torch.device | None = None
         self._launcher: Launcher | None = None
 
     # -- parts --------------------------------------------------------------------------
@@ -111,7 +122,8 @@ class Strategy(ABC):
     def configure(self, config: StrategyConfig) -> None:
         """Take the settings the connector resolved, and check this strategy can honour them.
 
-        The default accepts one device on one node. Multi-process strategies override it.
+        The default accepts one device on one node and trains on it. Multi-process
+        strategies override it.
 
         Raises:
             ValueError: The settings ask for something this strategy cannot do; the message
@@ -124,6 +136,8 @@ class Strategy(ABC):
                 f"{len(config.parallel_devices)}, num_nodes={config.num_nodes}) was given. Use a multi-process "
                 "strategy such as strategy='ddp' (pip install fabric-ddp), or devices=1."
             )
+        if self._device is None:
+            self._device = config.parallel_devices[0]
 
     def _configure_parts(self, config: StrategyConfig) -> None:
         """Adopt the accelerator, precision and checkpoint I/O, refusing contradictions."""
@@ -165,14 +179,22 @@ class Strategy(ABC):
         Override to supply a strategy-specific plugin (DeepSpeed and FSDP cast and scale
         differently); the default looks the string up in ``PRECISION_REGISTRY``.
         """
-        return PRECISION_REGISTRY.get(precision, device_type=device_type)
+        return PRECISION_REGISTRY.build(precision, device_type=device_type)
 
     # -- process and device ------------------------------------------------------------
 
     @property
-    @abstractmethod
     def root_device(self) -> torch.device:
-        """The device this process computes on."""
+        """The device this process computes on (the one ``Fabric`` resolved, by default).
+
+        Raises:
+            RuntimeError: The strategy was built outside ``Fabric`` and given no device.
+        """
+        if self._device is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no device yet; build it through Fabric(strategy=...)."
+            )
+        return self._device
 
     @property
     def global_rank(self) -> int:
@@ -300,25 +322,34 @@ class Strategy(ABC):
 
     # -- collectives --------------------------------------------------------------------
 
-    @abstractmethod
-    def reduce(
-        self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean"
-    ) -> Any:
-        """Reduce ``tensor`` across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
+    def reduce(self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
+        """Reduce ``tensor`` across processes and return the result.
 
-    @abstractmethod
+        Args:
+            tensor: The tensor (Python numbers are turned into tensors on the root device).
+            group: The process group (``None``: all processes).
+            reduce_op: ``"mean"``, ``"sum"``, ``"max"``, ``"min"`` or ``"product"``;
+                ``None`` is the strategy's default, ``"mean"`` for every first-party strategy.
+
+        With one process the reduction of one value is the value itself.
+        """
+        return as_tensor(tensor, self.root_device)
+
     def all_gather(
         self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
     ) -> torch.Tensor:
-        """Gather ``tensor`` from every process into a new leading dimension of size ``world_size``."""
+        """Gather ``tensor`` from every process into a new leading dimension of size ``world_size``.
 
-    @abstractmethod
-    def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """Send ``obj`` (a tensor or any picklable object) from process ``src`` to all."""
+        With one process the result has a leading dimension of size one.
+        """
+        return as_tensor(tensor, self.root_device).unsqueeze(0)
 
-    @abstractmethod
+    def broadcast(self, tensor: _T, src: int = 0) -> _T:
+        """Send ``tensor`` (or any picklable object) from process ``src`` to all; one process keeps it."""
+        return tensor
+
     def barrier(self, name: str | None = None) -> None:
-        """Wait until every process reaches this point."""
+        """Wait until every process reaches this point (one process returns at once)."""
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """Combine a per-process decision: true if ``all`` (or, with ``all=False``, any) processes agree."""
@@ -400,6 +431,27 @@ class Strategy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(accelerator={self._accelerator!r}, precision={self._precision!r})"
+
+
+def pick_precision_plugin(owner: str, precision_plugin: Precision | None, precision: Precision | None) -> Precision | None:
+    """The precision plugin given as ``precision_plugin=`` (the seed's name) or ``precision=`` (Lightning's).
+
+    Raises:
+        ValueError: Both were given.
+        TypeError: The value is not a :class:`Precision`.
+    """
+    if precision_plugin is not None and precision is not None:
+        raise ValueError(
+            f"{owner} got both precision_plugin={precision_plugin!r} and precision={precision!r}; they are the "
+            "same argument under two names. Pass one."
+        )
+    plugin = precision_plugin if precision_plugin is not None else precision
+    if plugin is not None and not isinstance(plugin, Precision):
+        raise TypeError(
+            f"{owner}(precision_plugin={plugin!r}) needs a Precision plugin object. For a precision string such "
+            "as 'bf16-mixed', pass Fabric(precision='bf16-mixed') instead."
+        )
+    return plugin
 
 
 def _optimizer_parameters(optimizer: Optimizer) -> list[torch.Tensor]:

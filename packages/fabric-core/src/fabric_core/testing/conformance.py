@@ -59,7 +59,7 @@ class StrategySpec:
         if isinstance(self.strategy, str):
             from fabric_core.strategies import STRATEGY_REGISTRY
 
-            return STRATEGY_REGISTRY.get(self.strategy, **self.init_args)
+            return STRATEGY_REGISTRY.build(self.strategy, **self.init_args)
         return self.strategy(**self.init_args)
 
     def build_fabric(self) -> Fabric:

@@ -8,7 +8,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["apply_to_tensors", "convert_floating_tensors", "move_to_device"]
+__all__ = [
+    "apply_to_tensors",
+    "as_tensor",
+    "convert_floating_tensors",
+    "convert_to_tensors",
+    "move_data_to_device",
+    "move_to_device",
+]
 
 
 def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
@@ -45,3 +52,42 @@ def move_to_device(data: Any, device: torch.device | str) -> Any:
 def convert_floating_tensors(data: Any, dtype: torch.dtype) -> Any:
     """Cast every floating-point tensor in ``data`` to ``dtype``; other tensors are kept."""
     return apply_to_tensors(data, lambda t: t.to(dtype) if torch.is_floating_point(t) else t)
+
+
+def as_tensor(value: Any, device: torch.device | str | None = None) -> Any:
+    """``value`` as a tensor when it is a Python or NumPy number (or array); tensors and others are kept.
+
+    Collectives communicate tensors: a loss turned into a float with ``.item()`` must not
+    be returned unreduced just because it is a number.
+    """
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)) or _is_numpy_value(value):
+        return torch.as_tensor(value, device=device)
+    return value
+
+
+def convert_to_tensors(data: Any, device: torch.device | str | None = None) -> Any:
+    """Turn every number in nested collections into a tensor, and move every tensor to ``device``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device) if device is not None else data
+    converted = as_tensor(data, device)
+    if converted is not data:
+        return converted
+    if isinstance(data, Mapping):
+        return type(data)({key: convert_to_tensors(value, device) for key, value in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(convert_to_tensors(value, device) for value in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(convert_to_tensors(value, device) for value in data)
+    return data
+
+
+def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
+    """Move every tensor in ``batch`` to ``device`` (Lightning's name for :func:`move_to_device`)."""
+    return move_to_device(batch, torch.device(device) if isinstance(device, int) else device)
+
+
+def _is_numpy_value(value: Any) -> bool:
+    module = type(value).__module__
+    return module == "numpy" and hasattr(value, "dtype")
