@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fabric_core import Fabric
 from fabric_core.accelerators import CPUAccelerator
+from fabric_core.precision import MixedPrecision
 from fabric_core.strategies import SingleDeviceStrategy
 from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer
 
@@ -131,11 +132,23 @@ def test_setup_twice_with_the_returned_model_is_refused(fabric: Fabric) -> None:
         fabric.setup_module(wrapped)
 
 
-def test_setup_twice_with_the_original_model_is_refused(fabric: Fabric) -> None:
+def test_setup_twice_with_the_original_model_works_as_in_lightning(fabric: Fabric) -> None:
+    model = TinyModel()
+    first = fabric.setup(model)
+    second = fabric.setup(model)
+
+    assert first is not second and first.module is second.module is model
+
+
+def test_setup_twice_is_refused_where_the_strategy_changes_the_model_in_place() -> None:
+    class InPlaceStrategy(SingleDeviceStrategy):
+        allows_repeated_setup = False
+
+    fabric = Fabric(accelerator="cpu", strategy=InPlaceStrategy())
     model = TinyModel()
     fabric.setup(model)
 
-    with pytest.raises(ValueError, match=r"The model TinyModel was already set up with this Fabric"):
+    with pytest.raises(ValueError, match=r"TinyModel was already set up .* cannot do it twice"):
         fabric.setup(model)
 
 
@@ -245,10 +258,31 @@ def test_clip_gradients_by_value_clamps_every_element(fabric: Fabric) -> None:
 def test_clip_gradients_needs_exactly_one_of_value_and_norm(fabric: Fabric) -> None:
     model, optimizer = _model_with_gradients(fabric)
 
-    with pytest.raises(ValueError, match=r"exactly one of clip_val= or max_norm="):
+    with pytest.raises(ValueError, match=r"exactly one of clip_val= .* or max_norm= .*, got neither"):
         fabric.clip_gradients(model, optimizer)
-    with pytest.raises(ValueError, match=r"exactly one of clip_val= or max_norm="):
+    with pytest.raises(ValueError, match=r"exactly one of clip_val= .* or max_norm= .*, got both"):
         fabric.clip_gradients(model, optimizer, clip_val=1.0, max_norm=1.0)
+
+
+@pytest.mark.parametrize(
+    "arguments", [{"max_norm": -1}, {"max_norm": 0}, {"clip_val": -0.5}, {"max_norm": "1"}]
+)
+def test_clip_gradients_refuses_a_value_that_is_not_positive(
+    fabric: Fabric, arguments: dict[str, Any]
+) -> None:
+    model, optimizer = _model_with_gradients(fabric)
+    before = [p.grad.clone() for p in model.parameters()]
+
+    with pytest.raises(ValueError, match=r"must be a positive number"):
+        fabric.clip_gradients(model, optimizer, **arguments)
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters())), "gradients untouched"
+
+
+def test_clip_gradients_names_swapped_arguments(fabric: Fabric) -> None:
+    model, optimizer = _model_with_gradients(fabric)
+
+    with pytest.raises(TypeError, match=r"takes the model first and the optimizer second"):
+        fabric.clip_gradients(optimizer, model, max_norm=1.0)
 
 
 def test_clip_gradients_under_float16_mixed_measures_unscaled_gradients() -> None:
@@ -257,7 +291,11 @@ def test_clip_gradients_under_float16_mixed_measures_unscaled_gradients() -> Non
 
     def gradient_norm(precision: str) -> torch.Tensor:
         torch.manual_seed(0)
-        fabric = Fabric(accelerator="cpu", precision=precision)
+        fabric = (
+            Fabric(accelerator="cpu", plugins=MixedPrecision("16-mixed", "cpu"))
+            if precision == "16-mixed"
+            else Fabric(accelerator="cpu", precision=precision)
+        )
         model = TinyModel()
         model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
         fabric.backward(model(x).pow(2).mean())
@@ -270,7 +308,7 @@ def test_clip_gradients_under_float16_mixed_measures_unscaled_gradients() -> Non
 
 def test_clip_gradients_under_float16_mixed_tolerates_an_overflow_step() -> None:
     """Dynamic loss scaling overflows by design now and then; that step is skipped, not fatal."""
-    fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    fabric = Fabric(accelerator="cpu", plugins=MixedPrecision("16-mixed", "cpu"))
     model = nn.Linear(4, 1)
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
     before = [p.detach().clone() for p in model.parameters()]

@@ -21,11 +21,18 @@ PRECISIONS = {
 }
 
 
+def cpu_fabric(precision: str) -> Fabric:
+    """A CPU Fabric that really runs ``precision`` (float16 autocast needs the plugin on a CPU)."""
+    if precision == "16-mixed":
+        return Fabric(accelerator="cpu", devices=1, plugins=MixedPrecision("16-mixed", "cpu"))
+    return Fabric(accelerator="cpu", devices=1, precision=precision)
+
+
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_every_precision_trains_a_small_model_with_the_promised_dtypes(precision: str) -> None:
     param_dtype, compute_dtype = PRECISIONS[precision]
     torch.manual_seed(0)
-    fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
+    fabric = cpu_fabric(precision)
     model = TinyModel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     model, optimizer = fabric.setup(model, optimizer)
@@ -127,7 +134,7 @@ def test_double_precision_leaves_integer_inputs_alone() -> None:
 def test_init_contexts_create_weights_and_tensors_in_the_precision_dtype(
     precision: str, dtype: torch.dtype
 ) -> None:
-    fabric = Fabric(accelerator="cpu", precision=precision)
+    fabric = cpu_fabric(precision)
 
     with fabric.init_module():
         layer = nn.Linear(2, 2)
@@ -141,7 +148,7 @@ def test_init_contexts_create_weights_and_tensors_in_the_precision_dtype(
 
 
 def test_float16_mixed_step_is_skipped_on_overflow_and_the_scale_drops() -> None:
-    fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    fabric = cpu_fabric("16-mixed")
     model = nn.Linear(4, 1)
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
     scaler = fabric.strategy.precision.scaler
@@ -166,11 +173,13 @@ def test_float16_mixed_step_is_skipped_on_overflow_and_the_scale_drops() -> None
 
 
 def test_precision_plugins_refuse_unsupported_settings() -> None:
-    with pytest.raises(ValueError, match=r"use 'float16' or 'bfloat16'"):
+    with pytest.raises(ValueError, match=r"use '16-mixed' or 'bf16-mixed'"):
         MixedPrecision(dtype="float8")
+    with pytest.raises(ValueError, match=r"use '16-mixed' or 'bf16-mixed'"):
+        MixedPrecision("16-true", "cpu")
     with pytest.raises(ValueError, match=r"bfloat16 mixed precision needs none"):
         MixedPrecision(dtype="bfloat16", scaler=torch.amp.GradScaler("cpu"))
-    with pytest.raises(ValueError, match=r"use 'float16' or 'bfloat16'"):
+    with pytest.raises(ValueError, match=r"use '16-true' or 'bf16-true'"):
         HalfPrecision(dtype="float64")
 
 
@@ -179,8 +188,45 @@ def test_mixed_precision_for_a_device_type_autocast_does_not_support_is_refused(
         MixedPrecision(dtype="bfloat16", device_type="meta")
 
 
+def test_precision_plugins_take_lightning_fabric_arguments() -> None:
+    assert HalfPrecision("16-true").dtype == torch.float16
+    assert HalfPrecision("bf16-true").dtype == torch.bfloat16
+    assert HalfPrecision().precision == "16-true", "Lightning's default"
+    mixed = MixedPrecision("16-mixed", "cpu")
+    assert (mixed.dtype, mixed.device_type, mixed.precision) == (torch.float16, "cpu", "16-mixed")
+    assert MixedPrecision("bf16-mixed", device="cpu").scaler is None
+
+
+def test_float16_mixed_on_the_cpu_resolves_to_bfloat16_mixed_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match=r"precision='16-mixed'\) on the CPU runs as precision='bf16-mixed'"):
+        fabric = Fabric(accelerator="cpu", precision="16-mixed")
+
+    assert fabric.strategy.precision.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", torch.bfloat16), ("16-true", torch.float16)])
+def test_mixed_and_true_half_precision_cast_floating_inputs(precision: str, dtype: torch.dtype) -> None:
+    seen: list[torch.dtype] = []
+
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            seen.extend([x.dtype, index.dtype])
+            return self.layer(x)
+
+    fabric = Fabric(accelerator="cpu", precision=precision)
+    model = fabric.setup(Recorder())
+    output = model(torch.ones(1, 2), torch.tensor([1]))
+
+    assert seen == [dtype, torch.int64], "floating inputs are cast, integer inputs kept"
+    assert output.dtype == torch.float32, "floating outputs come back as float32"
+
+
 def test_precision_plugins_built_by_name_know_their_device_type_and_name() -> None:
-    fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    fabric = cpu_fabric("16-mixed")
     precision = fabric.strategy.precision
 
     assert isinstance(precision, MixedPrecision)

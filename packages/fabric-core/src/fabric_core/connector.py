@@ -7,7 +7,8 @@ The connector is a chain of small steps, each documented and tested on its own:
 2. :func:`resolve_accelerator` turns ``accelerator`` into an :class:`Accelerator`.
 3. :func:`resolve_devices` turns ``devices`` into one ``torch.device`` per local process.
 4. :func:`resolve_num_nodes` validates ``num_nodes``.
-5. :func:`resolve_precision` normalises the precision string.
+5. :func:`resolve_precision` normalises the precision string, and
+   :func:`resolve_device_precision` adapts it to the device (``16-mixed`` on a CPU).
 6. :func:`resolve_strategy` turns ``strategy`` into a :class:`Strategy` instance.
 7. :meth:`Strategy.configure` hands the result to the strategy, which refuses what it
    cannot honour. The connector never inspects concrete strategy types.
@@ -40,6 +41,7 @@ __all__ = [
     "ResolvedPlugins",
     "connect",
     "resolve_accelerator",
+    "resolve_device_precision",
     "resolve_devices",
     "resolve_num_nodes",
     "resolve_plugins",
@@ -191,6 +193,25 @@ def resolve_precision(precision: str | int | None) -> str:
     )
 
 
+def resolve_device_precision(precision: str, accelerator: Accelerator) -> str:
+    """The precision the device can run: ``"16-mixed"`` on a CPU becomes ``"bf16-mixed"``, with a warning.
+
+    float16 autocast with gradient scaling is a GPU technique; on a CPU, bfloat16 autocast
+    is the mixed precision that is fast and needs no scaler (Lightning Fabric resolves it
+    the same way). A ``MixedPrecision("16-mixed", "cpu")`` plugin still gets float16.
+    """
+    if precision == "16-mixed" and accelerator.device_type == "cpu":
+        warnings.warn(
+            "Fabric(precision='16-mixed') on the CPU runs as precision='bf16-mixed': float16 mixed precision "
+            "is for GPUs. Pass precision='bf16-mixed' to silence this, or plugins=MixedPrecision('16-mixed', "
+            "'cpu') to insist on float16.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return "bf16-mixed"
+    return precision
+
+
 def resolve_strategy(
     strategy: str | Strategy, total_processes: int, accelerator: Accelerator | None = None
 ) -> Strategy:
@@ -261,7 +282,7 @@ def connect(
     devices, num_nodes = _sizes_from_environment(environment, devices, num_nodes, explicit or {})
     parallel_devices = resolve_devices(devices, accelerator_obj)
     nodes = resolve_num_nodes(num_nodes)
-    precision_name = resolve_precision(precision)
+    precision_name = resolve_device_precision(resolve_precision(precision), accelerator_obj)
     strategy_obj = resolve_strategy(strategy, len(parallel_devices) * nodes, accelerator_obj)
     strategy_obj.configure(
         StrategyConfig(

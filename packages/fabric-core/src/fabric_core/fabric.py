@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 import weakref
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -16,9 +18,11 @@ from torch.utils.data import DataLoader
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.connector import apply_launcher_settings, connect
 from fabric_core.strategies.strategy import Strategy
-from fabric_core.utilities.apply_func import apply_to_tensors
-from fabric_core.utilities.data import with_distributed_sampler
+from fabric_core.utilities.apply_func import apply_to_tensors, convert_to_tensors
+from fabric_core.utilities.data import with_distributed_sampler, with_worker_seeding
+from fabric_core.utilities.rank_zero import rank_zero_only
 from fabric_core.utilities.seed import seed_everything as _seed_everything
+from fabric_core.utilities.seed import seeding_workers
 from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer, unwrap
 
 __all__ = ["Fabric"]
@@ -203,6 +207,7 @@ class Fabric:
                     "Call fabric.launch() first, or start the script with `fabric run` or torchrun."
                 )
             self._strategy.setup_environment()
+            rank_zero_only.rank = self._strategy.global_rank  # type: ignore[attr-defined]
             self._environment_ready = True
 
     # -- set-up -------------------------------------------------------------------------
@@ -212,28 +217,41 @@ class Fabric:
 
     @overload
     def setup(
-        self, module: nn.Module, *optimizers: Optimizer, move_to_device: bool = True
+        self, module: nn.Module, *optimizers: Optimizer, scheduler: Any = None, move_to_device: bool = True
     ) -> tuple[Any, ...]: ...
 
-    def setup(self, module: nn.Module, *optimizers: Optimizer, move_to_device: bool = True) -> Any:
+    def setup(
+        self, module: nn.Module, *optimizers: Optimizer, scheduler: Any = None, move_to_device: bool = True
+    ) -> Any:
         """Set up a model and its optimizers for the strategy, precision and device.
 
+        A model compiled with ``torch.compile`` is set up in the one order that works for
+        every strategy: the strategy wraps the original module first (DDP, FSDP, ...), and
+        the compilation (same options) is applied on top. ``state_dict()`` and checkpoints
+        keep the model's own keys (no ``_orig_mod.``).
+
         Args:
-            module: The model.
+            module: The model (or ``torch.compile(model)``).
             *optimizers: Optimizers of the model's parameters.
+            scheduler: An LR scheduler of one of the optimizers; it is returned last and keeps
+                driving the learning rate of the optimizer that the strategy steps.
             move_to_device: Move the model to ``fabric.device`` (set ``False`` when it was
                 created there with :meth:`init_module`).
 
         Returns:
-            The wrapped model alone, or a tuple ``(model, *optimizers)``.
+            The wrapped model alone, or a tuple ``(model, *optimizers)``, or
+            ``(model, *optimizers, scheduler)`` when a scheduler was given.
 
         Raises:
-            TypeError: ``module`` is not an ``nn.Module`` or an optimizer is not an ``Optimizer``.
-            ValueError: The model or an optimizer was already set up.
+            TypeError: ``module`` is not an ``nn.Module``, an optimizer is not an
+                ``Optimizer``, or ``scheduler`` is not an LR scheduler of one of them.
+            ValueError: The model or an optimizer is already the result of a setup.
         """
+        module, compiled = _split_compiled(module)
         self._check_module(module)
         for optimizer in optimizers:
             self._check_optimizer(optimizer)
+        _check_scheduler(scheduler, optimizers)
         self._ensure_environment()
         original = module
         module = self._strategy.precision.convert_module(module)
@@ -245,20 +263,24 @@ class Fabric:
             )
         else:
             forward_module, strategy_optimizers = self._strategy.setup_module(module), []
-        wrapped = self._register_module(forward_module, original)
+        wrapped = self._register_module(forward_module, original, compiled)
         if not optimizers:
             return wrapped
-        return (wrapped, *(FabricOptimizer(o, self._strategy) for o in strategy_optimizers))
+        wrapped_optimizers = tuple(FabricOptimizer(o, self._strategy) for o in strategy_optimizers)
+        if scheduler is None:
+            return (wrapped, *wrapped_optimizers)
+        return (wrapped, *wrapped_optimizers, scheduler)
 
     def setup_module(self, module: nn.Module, move_to_device: bool = True) -> FabricModule:
         """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`)."""
+        module, compiled = _split_compiled(module)
         self._check_module(module)
         self._ensure_environment()
         original = module
         module = self._strategy.precision.convert_module(module)
         if move_to_device:
             self._strategy.module_to_device(module)
-        return self._register_module(self._strategy.setup_module(module), original)
+        return self._register_module(self._strategy.setup_module(module), original, compiled)
 
     def setup_optimizers(self, *optimizers: Optimizer) -> Any:
         """Set up optimizers whose model was set up with :meth:`setup_module`.
@@ -283,8 +305,12 @@ class Fabric:
         Args:
             *dataloaders: The loaders.
             use_distributed_sampler: With several processes, replace the sampler with a
-                ``DistributedSampler`` so each process reads its own shard (shuffling is kept).
+                ``DistributedSampler`` so each process reads its own shard (shuffling is kept;
+                a custom sampler is sharded by :class:`~fabric_core.utilities.data.DistributedSamplerWrapper`).
             move_to_device: Move each batch to ``fabric.device``.
+
+        After ``seed_everything(workers=True)`` each loader with workers also seeds every
+        worker distinctly per rank and worker (:func:`~fabric_core.utilities.seed.worker_init_function`).
 
         Returns:
             One loader, or a tuple when several were given.
@@ -305,12 +331,17 @@ class Fabric:
             sampler_kwargs = self._strategy.distributed_sampler_kwargs
             if use_distributed_sampler and sampler_kwargs is not None and self.world_size > 1:
                 loader = with_distributed_sampler(loader, **sampler_kwargs)
+            if seeding_workers():
+                loader = with_worker_seeding(loader, self.global_rank)
             device = self.device if move_to_device else None
             wrapped.append(FabricDataLoader(loader, device, self._strategy))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
-    def _register_module(self, forward_module: nn.Module, original: nn.Module) -> FabricModule:
-        wrapped = FabricModule(forward_module, self._strategy, original)
+    def _register_module(
+        self, forward_module: nn.Module, original: nn.Module, compiled: nn.Module | None
+    ) -> FabricModule:
+        compiled_module = _recompile(forward_module, compiled) if compiled is not None else None
+        wrapped = FabricModule(forward_module, self._strategy, original, compiled_module)
         self._set_up_modules.add(original)
         self._module_count += 1
         self._backward_module = forward_module if self._module_count == 1 else None
@@ -324,10 +355,11 @@ class Fabric:
             )
         if not isinstance(module, nn.Module):
             raise TypeError(f"fabric.setup() expects a torch.nn.Module first, got {type(module).__name__}.")
-        if module in self._set_up_modules:
+        if module in self._set_up_modules and not self._strategy.allows_repeated_setup:
             raise ValueError(
-                f"The model {type(module).__name__} was already set up with this Fabric. Use the object that "
-                "fabric.setup() returned instead of setting it up again."
+                f"The model {type(module).__name__} was already set up with this Fabric, and "
+                f"{type(self._strategy).__name__} changes a model in place when it sets it up (it shards or "
+                "takes it over), so it cannot do it twice. Use the object that fabric.setup() returned."
             )
 
     @staticmethod
@@ -376,24 +408,36 @@ class Fabric:
     ) -> torch.Tensor | None:
         """Clip gradients by value (``clip_val``) or by total norm (``max_norm``), after unscaling.
 
+        Call it after :meth:`backward` and before ``optimizer.step()``.
+
+        Args:
+            module: The model returned by :meth:`setup`.
+            optimizer: The optimizer returned by :meth:`setup`, whose parameters are clipped.
+            clip_val: Clamp every gradient element to ``[-clip_val, clip_val]`` (``> 0``).
+            max_norm: Scale the gradients so their joint norm is at most this (``> 0``).
+            norm_type: The p of the p-norm (``inf`` for the max norm).
+            error_if_nonfinite: Raise when the total norm is nan or inf.
+
         Returns:
             The total norm before clipping when ``max_norm`` is given, else ``None``.
 
         Raises:
-            ValueError: Neither or both of ``clip_val`` and ``max_norm`` were given.
+            ValueError: Neither or both of ``clip_val`` and ``max_norm`` were given, or the
+                one given is not a positive number.
+            TypeError: ``module`` and ``optimizer`` are not a model and an optimizer (e.g.
+                passed in the wrong order).
         """
-        if (clip_val is None) == (max_norm is None):
-            raise ValueError("fabric.clip_gradients() needs exactly one of clip_val= or max_norm=.")
+        _check_clip_arguments(module, optimizer, clip_val, max_norm)
         forward_module, raw_optimizer = unwrap(module), unwrap(optimizer)
         if max_norm is not None:
             return self._strategy.clip_gradients_norm(
                 forward_module,
                 raw_optimizer,
-                max_norm,
+                float(max_norm),
                 norm_type=norm_type,
                 error_if_nonfinite=error_if_nonfinite,
             )
-        self._strategy.clip_gradients_value(forward_module, raw_optimizer, clip_val)  # type: ignore[arg-type]
+        self._strategy.clip_gradients_value(forward_module, raw_optimizer, float(clip_val))  # type: ignore[arg-type]
         return None
 
     def autocast(self) -> AbstractContextManager[Any]:
@@ -443,17 +487,26 @@ class Fabric:
     def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
         """Gather tensors from every process: each tensor gets a leading ``world_size`` dimension.
 
-        Works on a tensor or on every tensor in a collection. With ``sync_grads=True``
-        gradients flow back through the gather.
+        Works on a tensor, a Python number, or every tensor and number in a collection
+        (numbers are turned into tensors on ``fabric.device`` first, as Lightning does).
+        With ``sync_grads=True`` gradients flow back through the gather.
         """
         self._ensure_environment()
+        data = convert_to_tensors(data, self.device)
         return apply_to_tensors(
             data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads)
         )
 
     def all_reduce(self, data: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
-        """Reduce tensors across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``)."""
+        """Reduce across processes (``"mean"``, ``"sum"``, ``"max"``, ``"min"``, ``"product"``).
+
+        Works on a tensor, a Python number, or every tensor and number in a collection:
+        numbers are turned into tensors on ``fabric.device`` and reduced, so
+        ``fabric.all_reduce(loss.item())`` returns the mean over processes as a tensor.
+        Integer tensors are averaged as floats.
+        """
         self._ensure_environment()
+        data = convert_to_tensors(data, self.device)
         return apply_to_tensors(data, lambda t: self._strategy.reduce(t, group=group, reduce_op=reduce_op))
 
     @contextmanager
@@ -540,11 +593,15 @@ class Fabric:
     # -- callbacks and loggers ----------------------------------------------------------
 
     def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``hook_name(*args, **kwargs)`` on every callback that defines it."""
+        """Call ``hook_name(*args, **kwargs)`` on every callback that defines it.
+
+        Each callback receives only the keyword arguments its method accepts (all of them
+        if it takes ``**kwargs``), so callbacks can ignore what they do not need.
+        """
         for callback in self._callbacks:
             method = getattr(callback, hook_name, None)
             if callable(method):
-                method(*args, **kwargs)
+                method(*args, **_accepted_kwargs(method, kwargs))
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
         """Send one metric to every logger."""
@@ -557,9 +614,9 @@ class Fabric:
             logger.log_metrics(metrics=metrics, step=step)
 
     @staticmethod
-    def seed_everything(seed: int | None = None, workers: bool = False) -> int:
+    def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
         """Seed every random generator; see :func:`fabric_core.seed_everything`."""
-        return _seed_everything(seed, workers=workers)
+        return _seed_everything(seed, workers=workers, verbose=verbose)
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled when a spawned process receives the launch function; set-up state stays behind.
@@ -582,6 +639,80 @@ def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
             "Example: {'model': model, 'optimizer': optimizer, 'step': step}."
         )
     return {key: unwrap(value) for key, value in state.items()}
+
+
+def _split_compiled(module: Any) -> tuple[Any, nn.Module | None]:
+    """``(original, compiled)`` for a ``torch.compile``'d module, else ``(module, None)``."""
+    if "torch._dynamo" not in sys.modules:  # nothing was compiled: keep torch._dynamo unimported
+        return module, None
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    if isinstance(module, OptimizedModule):
+        return module._orig_mod, module
+    return module, None
+
+
+def _recompile(forward_module: nn.Module, compiled: nn.Module) -> nn.Module:
+    """``forward_module`` compiled with the options of ``compiled`` (the user's ``torch.compile``)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return OptimizedModule(forward_module, compiled.dynamo_ctx)  # type: ignore[arg-type]
+
+
+def _check_scheduler(scheduler: Any, optimizers: Sequence[Optimizer]) -> None:
+    if scheduler is None:
+        return
+    if not optimizers:
+        raise TypeError(
+            "fabric.setup(model, scheduler=...) needs the scheduler's optimizer too: setup(model, opt, scheduler=s)."
+        )
+    owner = getattr(scheduler, "optimizer", None)
+    if not callable(getattr(scheduler, "step", None)) or owner is None:
+        raise TypeError(
+            "fabric.setup(scheduler=...) expects an LR scheduler (torch.optim.lr_scheduler), got "
+            f"{type(scheduler).__name__}."
+        )
+    if not any(owner is unwrap(optimizer) or owner is optimizer for optimizer in optimizers):
+        raise TypeError(
+            "fabric.setup(scheduler=...) got a scheduler of another optimizer than the ones passed. Build the "
+            "scheduler on one of them: setup(model, optimizer, scheduler=LambdaLR(optimizer, ...))."
+        )
+
+
+def _check_clip_arguments(module: Any, optimizer: Any, clip_val: Any, max_norm: Any) -> None:
+    if isinstance(module, (Optimizer, FabricOptimizer)) and isinstance(optimizer, nn.Module):
+        raise TypeError(
+            "fabric.clip_gradients() takes the model first and the optimizer second: "
+            "clip_gradients(model, optimizer, max_norm=...)."
+        )
+    if not isinstance(module, nn.Module) or not isinstance(optimizer, (Optimizer, FabricOptimizer)):
+        raise TypeError(
+            "fabric.clip_gradients(model, optimizer, ...) needs the model and the optimizer fabric.setup() "
+            f"returned, got {type(module).__name__} and {type(optimizer).__name__}."
+        )
+    if (clip_val is None) == (max_norm is None):
+        given = "both" if clip_val is not None else "neither"
+        raise ValueError(
+            f"fabric.clip_gradients() needs exactly one of clip_val= (clip each element) or max_norm= (clip the "
+            f"total norm), got {given}."
+        )
+    name, value = ("clip_val", clip_val) if clip_val is not None else ("max_norm", max_norm)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(
+            f"fabric.clip_gradients({name}={value!r}): {name} must be a positive number. A value <= 0 would "
+            "zero or flip the gradients; to turn clipping off, do not call clip_gradients."
+        )
+
+
+def _accepted_kwargs(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return kwargs
+    names = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return {key: value for key, value in kwargs.items() if key in names}
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -6,7 +6,8 @@ Each wrapper behaves like the object it wraps (attribute access, ``state_dict``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,29 +18,46 @@ from torch.utils.data import DataLoader
 if TYPE_CHECKING:
     from fabric_core.strategies.strategy import Strategy
 
-__all__ = ["FabricDataLoader", "FabricModule", "FabricOptimizer", "unwrap"]
+__all__ = ["FabricDataLoader", "FabricModule", "FabricOptimizer", "is_wrapped", "unwrap"]
 
 
 class FabricModule(nn.Module):
     """A module set up by ``Fabric``: forward runs under the precision plugin.
 
     Attribute access reaches the original module, and ``state_dict`` /
-    ``load_state_dict`` use the original module's keys (no wrapper prefix), so
-    checkpoints stay interchangeable with plain PyTorch.
+    ``load_state_dict`` use the original module's keys (no wrapper prefix, no
+    ``_orig_mod.`` of ``torch.compile``), so checkpoints stay interchangeable with plain
+    PyTorch.
+
+    Only ``forward`` runs through the strategy's wrapper (DDP's gradient hooks, FSDP's
+    all-gathers). To run another method that way, e.g. ``generate``, mark it once with
+    :meth:`mark_forward_method`; calling an unmarked method that runs submodules on a
+    wrapped model warns once.
 
     Args:
         forward_module: What the strategy returned (the module itself, or e.g. a DDP wrapper).
         strategy: The strategy that set it up.
         original_module: The module the user passed.
+        compiled_module: ``forward_module`` under ``torch.compile``, when the user passed a
+            compiled module; forward calls it instead of ``forward_module``.
     """
 
-    def __init__(self, forward_module: nn.Module, strategy: Strategy, original_module: nn.Module) -> None:
+    def __init__(
+        self,
+        forward_module: nn.Module,
+        strategy: Strategy,
+        original_module: nn.Module,
+        compiled_module: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self._forward_module = forward_module
         self._original_module = original_module
+        object.__setattr__(self, "_call_module", compiled_module or forward_module)
         self._strategy = strategy
         self._precision = strategy.precision
         self._passthrough = strategy.precision.is_passthrough
+        self._forward_methods: set[str] = set()
+        self._wraps = forward_module is not original_module or hasattr(original_module, "reshard")
         self._fabric_initialized = True
 
     @property
@@ -47,15 +65,62 @@ class FabricModule(nn.Module):
         """The module the user passed to ``setup``."""
         return self._original_module
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the module's first parameter (or buffer); the strategy's device if it has none."""
+        for tensor in (*self._original_module.parameters(), *self._original_module.buffers()):
+            return tensor.device
+        return self._strategy.root_device
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module's forward under the precision plugin's casting and context."""
+        call_module = self._call_module
         if self._passthrough:
-            return self._forward_module(*args, **kwargs)
+            return call_module(*args, **kwargs)
         precision = self._precision
         args, kwargs = precision.convert_input((args, kwargs))
         with precision.forward_context():
-            output = self._forward_module(*args, **kwargs)
+            output = call_module(*args, **kwargs)
         return precision.convert_output(output)
+
+    def mark_forward_method(self, method: str | MethodType) -> None:
+        """Run ``method`` of the original module through the strategy's wrapper, like ``forward``.
+
+        A model wrapped by DDP or sharded by FSDP only synchronises or gathers its
+        parameters inside the wrapper's forward. After marking, ``model.generate(...)``
+        runs as ``forward`` does: through the wrapper, under the precision plugin.
+
+        Raises:
+            ValueError: ``method`` is ``forward`` or is not a method of the original module.
+        """
+        name = method if isinstance(method, str) else method.__name__
+        if name == "forward":
+            raise ValueError("forward already runs through the strategy; mark other methods only.")
+        target = getattr(self._original_module, name, None)
+        if not isinstance(target, MethodType):
+            raise ValueError(
+                f"mark_forward_method({name!r}): {type(self._original_module).__name__} has no method {name!r}."
+            )
+        self._forward_methods.add(name)
+
+    def _through_forward(self, name: str) -> Callable[..., Any]:
+        original = self._original_module
+        method = getattr(original, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            saved = original.__dict__.get("forward")
+
+            def redirected(*inner_args: Any, **inner_kwargs: Any) -> Any:
+                _restore_forward(original, saved)  # inside the method, forward is forward again
+                return method(*inner_args, **inner_kwargs)
+
+            original.__dict__["forward"] = redirected
+            try:
+                return self.forward(*args, **kwargs)
+            finally:
+                _restore_forward(original, saved)
+
+        return call
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         """The original module's state dict."""
@@ -69,8 +134,14 @@ class FabricModule(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            original = super().__getattr__("_original_module")
-            return getattr(original, name)
+            pass
+        if name in self.__dict__.get("_forward_methods", ()):
+            return self._through_forward(name)
+        original = super().__getattr__("_original_module")
+        value = getattr(original, name)
+        if self.__dict__.get("_wraps") and isinstance(value, MethodType) and not hasattr(nn.Module, name):
+            return _warn_if_submodules_run(value, original, name)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not self.__dict__.get("_fabric_initialized", False) or name in self.__dict__:
@@ -84,6 +155,37 @@ class FabricModule(nn.Module):
 
     def __repr__(self) -> str:
         return f"FabricModule({self._original_module!r})"
+
+
+def _restore_forward(module: nn.Module, saved: Any) -> None:
+    if saved is None:
+        module.__dict__.pop("forward", None)
+    else:
+        module.__dict__["forward"] = saved
+
+
+def _warn_if_submodules_run(method: MethodType, module: nn.Module, name: str) -> Callable[..., Any]:
+    """``method``, warning once if it runs a submodule outside the wrapper's forward."""
+    from fabric_core.utilities.rank_zero import warn_once
+
+    submodules = {id(m) for m in module.modules()}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        def hook(submodule: nn.Module, _: Any) -> None:
+            if id(submodule) in submodules:
+                warn_once(
+                    f"{type(module).__name__}.{name}() runs submodules outside the strategy's wrapper, which "
+                    "may skip gradient synchronisation or parameter gathering. Mark it once after setup: "
+                    f"model.mark_forward_method({name!r})."
+                )
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            handle.remove()
+
+    return call
 
 
 class FabricOptimizer:
@@ -114,9 +216,9 @@ class FabricOptimizer:
         kwargs = {} if closure is None else {"closure": closure}
         return self._strategy.optimizer_step(self._optimizer, **kwargs)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of the optimized parameters."""
-        self._optimizer.zero_grad(set_to_none=set_to_none)
+    def zero_grad(self, *args: Any, **kwargs: Any) -> None:
+        """Reset the gradients of the optimized parameters (arguments go to the optimizer's ``zero_grad``)."""
+        self._optimizer.zero_grad(*args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state dict, as the strategy sees it."""
@@ -195,6 +297,11 @@ class FabricDataLoader:
 
     def __repr__(self) -> str:
         return f"FabricDataLoader({self._dataloader!r}, device={self._device})"
+
+
+def is_wrapped(obj: object) -> bool:
+    """Whether ``obj`` is a model, optimizer or data loader returned by ``Fabric.setup*``."""
+    return isinstance(obj, (FabricModule, FabricOptimizer, FabricDataLoader))
 
 
 def unwrap(obj: Any) -> Any:

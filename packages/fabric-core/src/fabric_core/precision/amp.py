@@ -13,6 +13,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.utilities.apply_func import convert_floating_tensors
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_NAMES = {"16-mixed": "float16", "bf16-mixed": "bfloat16", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 class MixedPrecision(Precision):
@@ -21,32 +22,50 @@ class MixedPrecision(Precision):
     With float16, the loss is multiplied by a dynamic scale before backward so small
     gradients do not underflow; the optimizer step unscales them and is skipped when
     they overflowed (``torch.amp.GradScaler``). bfloat16 has float32's range and needs
-    no scaling.
+    no scaling. Floating-point inputs of the forward pass are cast to the autocast dtype,
+    and floating outputs are returned as float32.
+
+    Constructible as in Lightning Fabric: ``MixedPrecision("16-mixed", "cuda")``.
 
     Args:
-        dtype: ``"float16"`` (``16-mixed``) or ``"bfloat16"`` (``bf16-mixed``).
-        device_type: The device type autocast runs on (``"cpu"``, ``"cuda"``, ...).
+        precision: ``"16-mixed"`` or ``"bf16-mixed"`` (or the dtype names ``"float16"``,
+            ``"bfloat16"``).
+        device: The device type autocast runs on (``"cpu"``, ``"cuda"``, ...).
         scaler: A ``torch.amp.GradScaler`` to use instead of the default (float16 only).
+        dtype: Another name for ``precision`` (keyword only).
+        device_type: Another name for ``device`` (keyword only).
+
+    Raises:
+        ValueError: The precision is not a mixed one, a scaler is given for bfloat16, or
+            autocast does not support the device type.
     """
 
     def __init__(
-        self, dtype: str = "bfloat16", device_type: str = "cpu", scaler: torch.amp.GradScaler | None = None
+        self,
+        precision: str = "bf16-mixed",
+        device: str = "cpu",
+        scaler: torch.amp.GradScaler | None = None,
+        *,
+        dtype: str | None = None,
+        device_type: str | None = None,
     ) -> None:
-        super().__init__(device_type)
-        if dtype not in _DTYPES:
+        name = _NAMES.get(dtype if dtype is not None else precision)
+        device = device_type if device_type is not None else device
+        super().__init__(device)
+        if name is None:
             raise ValueError(
-                f"MixedPrecision(dtype={dtype!r}) is not supported; use 'float16' or 'bfloat16'."
+                f"MixedPrecision({dtype or precision!r}) is not supported; use '16-mixed' or 'bf16-mixed'."
             )
-        if scaler is not None and dtype == "bfloat16":
+        if scaler is not None and name == "bfloat16":
             raise ValueError(
                 "A gradient scaler is only used with float16; bfloat16 mixed precision needs none."
             )
-        if not torch.amp.autocast_mode.is_autocast_available(device_type):
-            raise ValueError(f"torch.autocast does not support the device type '{device_type}'.")
-        self.dtype = _DTYPES[dtype]
-        self.precision = "16-mixed" if dtype == "float16" else "bf16-mixed"
-        if scaler is None and dtype == "float16":
-            scaler = torch.amp.GradScaler(device_type)
+        if not torch.amp.autocast_mode.is_autocast_available(device):
+            raise ValueError(f"torch.autocast does not support the device type '{device}'.")
+        self.dtype = _DTYPES[name]
+        self.precision = "16-mixed" if name == "float16" else "bf16-mixed"
+        if scaler is None and name == "float16":
+            scaler = torch.amp.GradScaler(device)
         self.scaler = scaler
 
     def forward_context(self) -> AbstractContextManager[Any]:
@@ -56,6 +75,10 @@ class MixedPrecision(Precision):
     def tensor_init_context(self) -> AbstractContextManager[Any]:
         """Weights stay float32: nothing changes at initialisation."""
         return super().tensor_init_context()
+
+    def convert_input(self, data: Any) -> Any:
+        """Cast floating inputs to the autocast dtype."""
+        return convert_floating_tensors(data, self.dtype)
 
     def convert_output(self, data: Any) -> Any:
         """Return floating outputs as float32, so losses computed outside autocast are exact."""

@@ -13,6 +13,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.utilities.apply_func import convert_floating_tensors
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_NAMES = {"16-true": "float16", "bf16-true": "bfloat16", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 class HalfPrecision(Precision):
@@ -21,17 +22,29 @@ class HalfPrecision(Precision):
     Halves parameter memory; optimizer updates happen in the same low precision, so
     prefer a mixed precision for long training. Float outputs are returned as float32.
 
+    Constructible as in Lightning Fabric: ``HalfPrecision("bf16-true")``.
+
     Args:
-        dtype: ``"float16"`` (``16-true``) or ``"bfloat16"`` (``bf16-true``).
+        precision: ``"16-true"`` or ``"bf16-true"`` (or the dtype names ``"float16"``,
+            ``"bfloat16"``).
         device_type: The device type the computation runs on.
+        dtype: Another name for ``precision`` (keyword only).
+
+    Raises:
+        ValueError: The precision is not a half one.
     """
 
-    def __init__(self, dtype: str = "bfloat16", device_type: str = "cpu") -> None:
+    def __init__(
+        self, precision: str = "16-true", device_type: str = "cpu", *, dtype: str | None = None
+    ) -> None:
         super().__init__(device_type)
-        if dtype not in _DTYPES:
-            raise ValueError(f"HalfPrecision(dtype={dtype!r}) is not supported; use 'float16' or 'bfloat16'.")
-        self.dtype = _DTYPES[dtype]
-        self.precision = "16-true" if dtype == "float16" else "bf16-true"
+        name = _NAMES.get(dtype if dtype is not None else precision)
+        if name is None:
+            raise ValueError(
+                f"HalfPrecision({dtype or precision!r}) is not supported; use '16-true' or 'bf16-true'."
+            )
+        self.dtype = _DTYPES[name]
+        self.precision = "16-true" if name == "float16" else "bf16-true"
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         """Cast the module's floating-point weights and buffers to the half dtype."""

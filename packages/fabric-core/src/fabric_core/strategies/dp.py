@@ -42,7 +42,10 @@ class DataParallelStrategy(Strategy):
         precision: Precision | None = None,
     ) -> None:
         super().__init__(
-            accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin, precision=precision
+            accelerator=accelerator,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            precision=precision,
         )
         self._parallel_devices = parallel_devices
 

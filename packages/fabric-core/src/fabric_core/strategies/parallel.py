@@ -45,7 +45,7 @@ class ParallelStrategy(Strategy, ABC):
         precision_plugin: The precision plugin.
         cluster_environment: Where ranks come from; detected when omitted.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
-        timeout: How long collectives wait for the other processes.
+        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
         start_method: How ``fabric.launch()`` starts the processes: ``"popen"`` re-runs the
             script, ``"spawn"`` and ``"fork"`` run ``fabric.launch(fn)``'s function (see
             :class:`~fabric_core.launchers.ElasticLauncher`).
@@ -63,12 +63,15 @@ class ParallelStrategy(Strategy, ABC):
         *,
         cluster_environment: ClusterEnvironment | None = None,
         process_group_backend: str | None = None,
-        timeout: timedelta | None = DEFAULT_TIMEOUT,
+        timeout: timedelta | None = None,
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
     ) -> None:
         super().__init__(
-            accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin, precision=precision
+            accelerator=accelerator,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            precision=precision,
         )
         if timeout is None:
             timeout = DEFAULT_TIMEOUT

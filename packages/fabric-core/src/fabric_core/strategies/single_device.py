@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from fabric_core.accelerators.accelerator import Accelerator
@@ -34,7 +33,10 @@ class SingleDeviceStrategy(Strategy):
         precision: Precision | None = None,
     ) -> None:
         super().__init__(
-            accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin, precision=precision
+            accelerator=accelerator,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            precision=precision,
         )
         self._device = torch.device(device) if device is not None else None
 

@@ -322,7 +322,9 @@ class Strategy:
 
     # -- collectives --------------------------------------------------------------------
 
-    def reduce(self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
+    def reduce(
+        self, tensor: torch.Tensor | Any, group: Any | None = None, reduce_op: str | None = None
+    ) -> Any:
         """Reduce ``tensor`` across processes and return the result.
 
         Args:
@@ -433,7 +435,9 @@ class Strategy:
         return f"{type(self).__name__}(accelerator={self._accelerator!r}, precision={self._precision!r})"
 
 
-def pick_precision_plugin(owner: str, precision_plugin: Precision | None, precision: Precision | None) -> Precision | None:
+def pick_precision_plugin(
+    owner: str, precision_plugin: Precision | None, precision: Precision | None
+) -> Precision | None:
     """The precision plugin given as ``precision_plugin=`` (the seed's name) or ``precision=`` (Lightning's).
 
     Raises:

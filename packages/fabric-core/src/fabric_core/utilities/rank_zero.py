@@ -61,7 +61,9 @@ def _current_rank() -> int:
     return rank if isinstance(rank, int) else global_rank_from_environment()
 
 
-def rank_zero_warn(message: str | Warning, category: type[Warning] = UserWarning, stacklevel: int = 4) -> None:
+def rank_zero_warn(
+    message: str | Warning, category: type[Warning] = UserWarning, stacklevel: int = 4
+) -> None:
     """``warnings.warn`` on global rank 0 only."""
     if _current_rank() == 0:
         warnings.warn(message, category, stacklevel=stacklevel)
