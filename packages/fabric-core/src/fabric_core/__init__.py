@@ -27,14 +27,16 @@ if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
     from fabric_core.hookspecs import PLUGIN_API_VERSION, hookimpl
     from fabric_core.utilities.seed import seed_everything
+    from fabric_core.wrappers import is_wrapped
 
-__all__ = ["PLUGIN_API_VERSION", "Fabric", "__version__", "hookimpl", "seed_everything"]
+__all__ = ["PLUGIN_API_VERSION", "Fabric", "__version__", "hookimpl", "is_wrapped", "seed_everything"]
 
 _LAZY = {
     "Fabric": "fabric_core.fabric",
     "seed_everything": "fabric_core.utilities.seed",
     "hookimpl": "fabric_core.hookspecs",
     "PLUGIN_API_VERSION": "fabric_core.hookspecs",
+    "is_wrapped": "fabric_core.wrappers",
 }
 
 

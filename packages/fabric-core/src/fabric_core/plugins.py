@@ -10,6 +10,9 @@ Two environment variables select plugins, by entry-point or distribution name:
 
 - ``FABRIC_DISABLE_PLUGINS=ddp,fabric-xla`` skips those plugins.
 - ``FABRIC_LOAD_PLUGINS=ddp`` loads only those plugins (an allow-list).
+
+For code written against ``lightning.fabric.plugins``, the precision, checkpoint I/O and
+cluster environment classes can be imported from here too (loaded on first access).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Final, Literal
 import pluggy
 
 from fabric_core import hookspecs
+from fabric_core._lazy import lazy_exports
 from fabric_core._registries import ALL_REGISTRIES
 from fabric_core.hookspecs import ENTRY_POINT_GROUP, PLUGIN_API_VERSION, PROJECT_NAME
 from fabric_core.registry import Registry
@@ -295,3 +299,27 @@ def _normalize(name: str) -> str:
 
 def _name_set(value: str) -> set[str]:
     return {_normalize(part.strip()) for part in value.split(",") if part.strip()}
+
+
+_PLUGIN_CLASSES: Final = {
+    "Precision": "fabric_core.precision.precision",
+    "MixedPrecision": "fabric_core.precision.amp",
+    "HalfPrecision": "fabric_core.precision.half",
+    "DoublePrecision": "fabric_core.precision.double",
+    "CheckpointIO": "fabric_core.io.checkpoint_io",
+    "TorchCheckpointIO": "fabric_core.io.checkpoint_io",
+    "ClusterEnvironment": "fabric_core.environments.cluster_environment",
+    "LightningEnvironment": "fabric_core.environments.local:LocalEnvironment",
+    "TorchElasticEnvironment": "fabric_core.environments.torchelastic",
+    "SLURMEnvironment": "fabric_core.environments.slurm",
+    "KubeflowEnvironment": "fabric_core.environments.kubeflow",
+    "LSFEnvironment": "fabric_core.environments.lsf",
+    "MPIEnvironment": "fabric_core.environments.mpi",
+    "FSDPPrecision": "fabric_fsdp.precision",
+    "DeepSpeedPrecision": "fabric_deepspeed.precision",
+}
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    _PLUGIN_CLASSES,
+    {"FSDPPrecision": "fabric-fsdp", "DeepSpeedPrecision": "fabric-deepspeed"},
+)

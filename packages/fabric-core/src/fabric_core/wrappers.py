@@ -52,7 +52,9 @@ class FabricModule(nn.Module):
         super().__init__()
         self._forward_module = forward_module
         self._original_module = original_module
-        object.__setattr__(self, "_call_module", compiled_module or forward_module)
+        object.__setattr__(
+            self, "_call_module", forward_module if compiled_module is None else compiled_module
+        )
         self._strategy = strategy
         self._precision = strategy.precision
         self._passthrough = strategy.precision.is_passthrough
@@ -137,7 +139,7 @@ class FabricModule(nn.Module):
             pass
         if name in self.__dict__.get("_forward_methods", ()):
             return self._through_forward(name)
-        original = super().__getattr__("_original_module")
+        original: nn.Module = self.__dict__["_modules"]["_original_module"]
         value = getattr(original, name)
         if self.__dict__.get("_wraps") and isinstance(value, MethodType) and not hasattr(nn.Module, name):
             return _warn_if_submodules_run(value, original, name)

@@ -84,7 +84,11 @@ def verify_processes(observations: dict[int, dict[str, Any]], plan: Plan) -> lis
 
 
 def check_all_reduce(fabric: Fabric, plan: Plan) -> None:
-    """``all_reduce`` with sum, mean, max and min equals the reduction of every rank's tensor."""
+    """``all_reduce`` with sum, mean, max and min equals the reduction of every rank's tensor.
+
+    Python numbers, alone and inside containers, are reduced too (as tensors), never
+    returned unchanged.
+    """
     expect = Expect()
     rank, device = fabric.global_rank, fabric.device
     everyone = torch.stack([_contribution(r) for r in range(plan.world_size)])
@@ -110,6 +114,22 @@ def check_all_reduce(fabric: Fabric, plan: Plan) -> None:
     expect.close(
         integers, torch.tensor([total, 7 * plan.world_size]), 0, "all_reduce of an integer tensor (sum)"
     )
+    number = fabric.all_reduce(float(rank + 1), reduce_op="mean")
+    numbers = fabric.all_reduce({"count": rank + 1, "values": [float(rank), 2.0]}, reduce_op="sum")
+    expect.true(isinstance(number, torch.Tensor), f"all_reduce(float) returned a {type(number).__name__}")
+    expect.close(number, torch.tensor((plan.world_size + 1) / 2), 1e-6, "all_reduce of a Python float (mean)")
+    if isinstance(numbers, dict) and isinstance(numbers.get("values"), list):
+        expect.close(numbers["count"], torch.tensor(total), 0, "all_reduce of a Python int in a dict (sum)")
+        expect.close(
+            numbers["values"][0],
+            torch.tensor(float(total - plan.world_size)),
+            1e-6,
+            "all_reduce of a Python float in a list (sum)",
+        )
+    else:
+        expect.true(
+            False, f"all_reduce of {{'count': int, 'values': [float]}} returned {type(numbers).__name__}"
+        )
     if isinstance(nested, dict) and isinstance(nested.get("b"), list):
         expect.close(nested["a"], expected["sum"], 1e-6, "all_reduce of a dict's tensor (sum)")
         expect.close(nested["b"][0], torch.full((2,), float(plan.world_size)), 1e-6, "all_reduce in a list")
@@ -125,6 +145,10 @@ def check_all_gather(fabric: Fabric, plan: Plan) -> None:
     expected = torch.stack([_gathered(r) for r in range(plan.world_size)])
     result = fabric.all_gather(_gathered(rank).to(device))
     scalars = fabric.all_gather(torch.tensor(float(rank), device=device))
+    number = fabric.all_gather(float(rank))
+    expect.close(
+        number, torch.arange(plan.world_size, dtype=torch.float32), 0, "all_gather of a Python float"
+    )
     integers = fabric.all_gather(torch.tensor([rank, -rank], device=device))
     nested = fabric.all_gather({"x": _gathered(rank).to(device), "y": [torch.tensor([rank], device=device)]})
     expect.close(result, expected, 0, "all_gather of a 2x3 tensor")

@@ -1,1 +1,40 @@
-"""Small helpers shared by fabric-core and the plugins."""
+"""Small helpers shared by fabric-core and the plugins.
+
+The names Lightning Fabric's ``lightning.fabric.utilities`` offers are importable from
+here, each loaded on first access.
+"""
+
+from fabric_core._lazy import lazy_exports
+
+__all__ = [
+    "DistributedSamplerWrapper",
+    "convert_to_tensors",
+    "is_wrapped",
+    "move_data_to_device",
+    "rank_zero_debug",
+    "rank_zero_info",
+    "rank_zero_only",
+    "rank_zero_warn",
+    "reset_seed",
+    "seed_everything",
+    "warn_once",
+    "worker_init_function",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DistributedSamplerWrapper": "fabric_core.utilities.data",
+        "convert_to_tensors": "fabric_core.utilities.apply_func",
+        "is_wrapped": "fabric_core.wrappers",
+        "move_data_to_device": "fabric_core.utilities.apply_func",
+        "rank_zero_debug": "fabric_core.utilities.rank_zero",
+        "rank_zero_info": "fabric_core.utilities.rank_zero",
+        "rank_zero_only": "fabric_core.utilities.rank_zero",
+        "rank_zero_warn": "fabric_core.utilities.rank_zero",
+        "reset_seed": "fabric_core.utilities.seed",
+        "seed_everything": "fabric_core.utilities.seed",
+        "warn_once": "fabric_core.utilities.rank_zero",
+        "worker_init_function": "fabric_core.utilities.seed",
+    },
+)

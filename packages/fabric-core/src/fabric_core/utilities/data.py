@@ -86,7 +86,7 @@ def with_distributed_sampler(
             seed=seed,
         )
     else:
-        distributed = DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)
+        distributed = DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)  # type: ignore[arg-type]
     return _rebuild(dataloader, sampler=distributed)
 
 
@@ -103,7 +103,7 @@ def with_worker_seeding(dataloader: DataLoader, rank: int) -> DataLoader:
     return seeded
 
 
-class DistributedSamplerWrapper(DistributedSampler):  # type: ignore[type-arg]
+class DistributedSamplerWrapper(DistributedSampler):
     """Shards the indices any sampler yields: process ``rank`` takes every ``num_replicas``-th one.
 
     Every process must draw the same indices before taking its share, so the wrapped
@@ -149,7 +149,7 @@ class DistributedSamplerWrapper(DistributedSampler):  # type: ignore[type-arg]
         return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
-class _IndexList(Dataset):  # type: ignore[type-arg]
+class _IndexList(Dataset):
     """A stand-in dataset of a given length, so ``DistributedSampler`` computes its sizes."""
 
     def __init__(self, length: int) -> None:
