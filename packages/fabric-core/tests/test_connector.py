@@ -192,7 +192,21 @@ def test_several_nodes_with_auto_strategy_need_the_ddp_plugin(
 def test_data_parallel_refuses_the_cpu() -> None:
     message = raise_single_error(ValueError, accelerator="cpu", strategy="dp")
 
-    assert "DataParallelStrategy runs on cuda, not on accelerator='cpu'" in message
+    assert "DataParallelStrategy needs cuda devices, but this run is on accelerator='cpu'" in message
+    assert "strategy='ddp' and devices=N" in message, "the CPU alternative is named"
+
+
+def test_the_nccl_backend_on_a_cpu_is_refused_before_any_process_starts() -> None:
+    from fabric_core.strategies import ParallelStrategy
+
+    class Parallel(ParallelStrategy):
+        pass
+
+    message = raise_single_error(
+        ValueError, accelerator="cpu", devices=2, strategy=Parallel(process_group_backend="nccl")
+    )
+
+    assert "process_group_backend='nccl' needs NVIDIA GPUs" in message and "'gloo'" in message
 
 
 def test_strategy_instance_with_its_own_precision_refuses_another_precision_argument() -> None:
@@ -306,7 +320,9 @@ def test_legacy_precision_spellings_work_and_warn_at_the_callers_line(
     with pytest.warns(DeprecationWarning, match=f"use precision='{replacement}' instead") as record:
         fabric = Fabric(accelerator="cpu", precision=legacy)
 
-    assert fabric.strategy.precision.precision == replacement
+    # On a CPU, 16-mixed runs as bf16-mixed (with its own warning), as in Lightning Fabric.
+    on_cpu = "bf16-mixed" if replacement == "16-mixed" else replacement
+    assert fabric.strategy.precision.precision == on_cpu
     assert [w.filename for w in record if w.category is DeprecationWarning] == [__file__]
 
 

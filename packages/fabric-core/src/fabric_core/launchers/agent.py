@@ -160,6 +160,8 @@ def run_agent(
         monitor_interval=0.1,
         start_method=settings.start_method,
     )
+    if settings.num_nodes > 1:
+        _announce_rendezvous(settings, port)
     try:
         return launch_agent(config, entrypoint, list(args))
     except ChildFailedError as error:
@@ -168,6 +170,19 @@ def run_agent(
             for rank, failure in sorted(error.failures.items())
         ]
         raise WorkersFailedError(failures) from None
+
+
+def _announce_rendezvous(settings: AgentSettings, port: int) -> None:
+    """Say, on this node, that it waits for the others and where: a silent wait looks like a hang."""
+    others = ", ".join(str(rank) for rank in range(settings.num_nodes) if rank != settings.node_rank)
+    where = "it listens" if settings.node_rank == 0 else "node 0 listens"
+    print(
+        f"fabric: node {settings.node_rank} of {settings.num_nodes} waits for node(s) {others} at "
+        f"{settings.main_address}:{port} ({where} there). Start the same script on every node with its "
+        "node rank (fabric run --num-nodes N --node-rank R --main-address ADDR, or NODE_RANK / MASTER_ADDR).",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _quiet_agent_logging() -> None:

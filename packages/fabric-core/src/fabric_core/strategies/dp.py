@@ -31,6 +31,9 @@ class DataParallelStrategy(Strategy):
     """
 
     supported_accelerators = ("cuda",)
+    unsupported_accelerator_hint = (
+        "On a CPU, run one process per core with strategy='ddp' and devices=N (pip install fabric-ddp)."
+    )
 
     def __init__(
         self,

@@ -100,6 +100,7 @@ class ParallelStrategy(Strategy, ABC):
         if self._cluster_environment is None:
             self._cluster_environment = config.cluster_environment
         self._num_nodes = config.num_nodes
+        _check_backend(self._process_group_backend, config.accelerator.device_type)
         self.cluster_environment.validate_settings(len(self._parallel_devices), self._num_nodes)
 
     @property
@@ -269,6 +270,20 @@ class ParallelStrategy(Strategy, ABC):
         flag = torch.tensor(int(decision), device=self.root_device)
         collectives.all_reduce(flag, None, "sum")
         return bool(flag == self.world_size) if all else bool(flag > 0)
+
+
+def _check_backend(backend: str | None, device_type: str) -> None:
+    """Refuse a process-group backend the devices cannot use, before any process starts."""
+    if backend is None:
+        return
+    if not isinstance(backend, str) or not backend:
+        raise TypeError(f"process_group_backend={backend!r} must be a backend name such as 'gloo' or 'nccl'.")
+    if backend.lower() == "nccl" and (device_type != "cuda" or not dist.is_nccl_available()):
+        where = f"accelerator='{device_type}'" if device_type != "cuda" else "a torch built without NCCL"
+        raise ValueError(
+            f"process_group_backend='nccl' needs NVIDIA GPUs (CUDA) and a torch built with NCCL, but this run uses "
+            f"{where}. On a CPU use process_group_backend='gloo', or leave it unset to get the device's default."
+        )
 
 
 def _destroy_process_group_at_exit() -> None:

@@ -50,6 +50,9 @@ class Strategy:
     supported_accelerators: ClassVar[tuple[str, ...] | None] = None
     """Device types this strategy runs on (``None``: any)."""
 
+    unsupported_accelerator_hint: ClassVar[str] = ""
+    """What to use instead, added to the error when the run's accelerator is not supported."""
+
     default_accelerator: ClassVar[str | None] = None
     """The accelerator ``accelerator="auto"`` picks for this strategy (``None``: the best available)."""
 
@@ -143,9 +146,11 @@ class Strategy:
         """Adopt the accelerator, precision and checkpoint I/O, refusing contradictions."""
         device_type = config.accelerator.device_type
         if self.supported_accelerators is not None and device_type not in self.supported_accelerators:
+            needed = " or ".join(self.supported_accelerators)
             raise ValueError(
-                f"{type(self).__name__} runs on {', '.join(self.supported_accelerators)}, not on "
-                f"accelerator='{device_type}'."
+                f"{type(self).__name__} needs {needed} devices, but this run is on accelerator='{device_type}' "
+                f"(the machine has no {needed} device, or another accelerator was chosen). "
+                f"{self.unsupported_accelerator_hint}".rstrip()
             )
         if self._accelerator is None:
             self._accelerator = config.accelerator
