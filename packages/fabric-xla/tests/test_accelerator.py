@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from xla_helpers import has_tpu
+from xla_helpers import has_tpu, run_script
 
 from fabric_core import Fabric
 from fabric_core.utilities.device_parser import parse_devices
@@ -87,8 +87,12 @@ def test_strategy_auto_on_xla_picks_the_xla_strategies(four_cpu_devices):
 
 
 def test_xla_strategies_refuse_other_accelerators():
-    for name in ("xla", "single_xla", "xla_fsdp", "xla_spmd"):
-        with pytest.raises(ValueError, match=r"runs on xla, not on accelerator='cpu'"):
+    alternatives = {"xla": "ddp", "single_xla": "single_device", "xla_fsdp": "fsdp", "xla_spmd": "fsdp"}
+    for name, alternative in alternatives.items():
+        with pytest.raises(
+            ValueError,
+            match=rf"xla.*accelerator='cpu'.*accelerator='tpu'.*PJRT_DEVICE=CPU.*strategy='{alternative}'",
+        ):
             Fabric(accelerator="cpu", strategy=name)
 
 
@@ -130,3 +134,18 @@ def test_a_backward_pass_before_the_xla_runtime_started_is_explained():
         raise RuntimeError(assert_message)
     with pytest.raises(RuntimeError, match=r"^something else$"), explained_backward_errors():
         raise RuntimeError("something else")
+
+
+def test_without_torch_xla_fabric_says_what_to_install_and_the_cpu_alternative():
+    report = run_script("without_torch_xla.py")
+    release = report["torch"]
+    assert report["device_count"] == 0
+    assert report["cpu_alternative"] == "cpu"
+    for call, error in report["errors"].items():
+        assert error is not None, f"Fabric({call}) did not fail without torch_xla"
+        kind, message = error
+        assert kind in ("RuntimeError", "ModuleNotFoundError"), (call, error)
+        assert "needs torch_xla, which is not installed" in message, (call, message)
+        assert f"pip install torch_xla=={release}" in message, (call, message)
+        assert f"pip install 'torch_xla[tpu]=={release}'" in message, (call, message)
+        assert "Fabric(accelerator='cpu')" in message, (call, message)

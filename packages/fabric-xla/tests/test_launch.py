@@ -19,6 +19,9 @@ def check(results: dict[str, dict], world_size: int) -> None:
         assert run["sum_of_ranks"] == sum(range(world_size))
         assert run["max_rank"] == world_size - 1
         assert run["gathered_ranks"] == list(range(world_size))
+        assert run["sum_of_rank_numbers"] == sum(range(world_size))
+        assert run["strategy_mean_of_ranks"] == pytest.approx(sum(range(world_size)) / world_size)
+        assert run["strategy_gathered_numbers"] == list(range(world_size))
         assert run["broadcast"] == {"from": world_size - 1, "padding": "x" * world_size}
         assert run["sampler"] == {"num_replicas": world_size, "rank": 0}
         assert run["losses"] == pytest.approx(expected_losses, rel=1e-4), strategy

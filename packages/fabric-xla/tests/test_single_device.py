@@ -100,5 +100,5 @@ def test_strategy_instance_checks_its_arguments():
         SingleDeviceXLAStrategy(device="cpu")
     from fabric_core.precision.precision import Precision
 
-    with pytest.raises(ValueError, match="two names for the same argument"):
+    with pytest.raises(ValueError, match="same argument under two names"):
         SingleDeviceXLAStrategy(precision=Precision(), precision_plugin=Precision())

@@ -23,6 +23,9 @@ def test_sharded_training_matches_the_cpu_reference(runs, mesh):
     assert run["losses"] == pytest.approx(expected_losses, rel=1e-4)
     assert_close_states({k: torch.tensor(v) for k, v in run["state"].items()}, expected)
     assert run["world_size"] == 1 and run["sampler"] is None
+    assert run["reduced_number"] == ["xla", 3.0]
+    assert run["gathered_number"] == [2]
+    assert run["broadcast"] == {"epoch": 1}
 
 
 def test_parameters_are_sharded_over_fsdp_and_batches_over_every_device(runs):

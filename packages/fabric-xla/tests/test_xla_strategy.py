@@ -66,14 +66,42 @@ def test_gradient_clipping_and_accumulation_match_plain_pytorch(fabric):
     ],
 )
 def test_reduce_runs_an_xla_all_reduce(fabric, reduce_op, expected):
-    result = fabric.all_reduce(torch.tensor([1.0, 2.0]), reduce_op=reduce_op)
-    assert result.device.type == "cpu"
+    result = fabric.strategy.reduce(torch.tensor([1.0, 2.0]), reduce_op=reduce_op)
+    assert result.device.type == "cpu"  # the strategy hands the result back where the tensor was
     assert result.tolist() == expected
+    assert fabric.all_reduce(torch.tensor([1.0, 2.0]), reduce_op=reduce_op).cpu().tolist() == expected
     on_device = fabric.all_reduce(torch.tensor([3, 4], device=fabric.device), reduce_op="mean")
     assert on_device.device.type == "xla"
     assert on_device.dtype == torch.float32
     assert on_device.cpu().tolist() == [3.0, 4.0]
     assert fabric.all_reduce({"loss": torch.tensor(2.0), "name": "x"}, reduce_op=reduce_op)["name"] == "x"
+
+
+def test_reduce_and_all_gather_take_the_seeds_call_forms_and_communicate_numbers(fabric):
+    strategy = fabric.strategy
+    assert strategy.reduce(torch.tensor([2.0, 4.0]), None, None).tolist() == [2.0, 4.0]  # None is "mean"
+    assert strategy.reduce(torch.tensor(3), group=None, reduce_op=None).dtype == torch.float32
+    for number, reduce_op in ((3.0, None), (3, "sum"), (2.5, "max")):
+        reduced = strategy.reduce(number, reduce_op=reduce_op)
+        assert isinstance(reduced, torch.Tensor) and reduced.device.type == "xla"
+        assert reduced.item() == number
+    gathered = strategy.all_gather(2.0)
+    assert isinstance(gathered, torch.Tensor) and gathered.device.type == "xla"
+    assert gathered.cpu().tolist() == [2.0]
+    assert strategy.all_gather(torch.tensor([1, 2]), None).tolist() == [[1, 2]]
+    assert fabric.all_reduce(1.5).item() == 1.5
+    nested = fabric.all_reduce({"loss": 0.5, "counts": [2, torch.tensor(4.0)]}, reduce_op="sum")
+    assert nested["loss"].item() == 0.5 and [c.item() for c in nested["counts"]] == [2, 4.0]
+    with pytest.raises(TypeError, match=r"XLAStrategy.reduce\(\) communicates tensors and numbers, got str"):
+        strategy.reduce("loss")
+    with pytest.raises(TypeError, match=r"XLAStrategy.all_gather\(\) communicates tensors and numbers"):
+        strategy.all_gather(None)  # type: ignore[arg-type]
+
+
+def test_numbers_before_launch_become_cpu_tensors():
+    strategy = XLAStrategy()
+    assert strategy.reduce(2.0).device.type == "cpu" and strategy.reduce(2.0).item() == 2.0
+    assert strategy.all_gather(7).tolist() == [7]
 
 
 def test_reduce_refuses_unknown_operations(fabric):
@@ -148,5 +176,5 @@ def test_errors_say_what_to_pass_instead(monkeypatch):
         XLAStrategy(start_method="forkserver")  # type: ignore[arg-type]
     from fabric_core.precision.precision import Precision
 
-    with pytest.raises(ValueError, match="two names for the same argument"):
+    with pytest.raises(ValueError, match="same argument under two names"):
         XLAStrategy(precision=Precision(), precision_plugin=Precision())

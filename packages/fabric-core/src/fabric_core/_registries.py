@@ -29,8 +29,8 @@ class StrategyRegistry(Registry):
         name: str,
         strategy_class: type | str | None = None,
         description: str | None = None,
-        override: bool = False,
         *,
+        override: bool = False,
         requires: tuple[str, ...] = (),
         **init_params: Any,
     ) -> Any:
@@ -44,7 +44,9 @@ class StrategyRegistry(Registry):
             TypeError: ``strategy_class`` is not a ``Strategy`` subclass (or a path).
             DuplicateNameError: ``name`` is taken (by a plugin, too) and ``override`` is false.
         """
-        return super().register(name, strategy_class, description, override, requires=requires, **init_params)
+        return super().register(
+            name, strategy_class, description, override=override, requires=requires, **init_params
+        )
 
     def available_strategies(self) -> list[str]:
         """The registered strategy names."""

@@ -126,7 +126,9 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
     name = accelerator.lower()
     if name == "auto":
         if strategy_default is not None:
-            return ACCELERATOR_REGISTRY.build(strategy_default)
+            return _available_accelerator(
+                strategy_default, f"the strategy's accelerator '{strategy_default}'"
+            )
         candidates = []
         for entry in ACCELERATOR_REGISTRY.entries():
             cls = ACCELERATOR_REGISTRY.get_class(entry.name)
@@ -136,12 +138,19 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
             if cls.is_available():
                 return ACCELERATOR_REGISTRY.build(candidate)
         return ACCELERATOR_REGISTRY.build("cpu")
-    cls = ACCELERATOR_REGISTRY.get_class(name)
+    return _available_accelerator(name, f"Fabric(accelerator='{accelerator}')")
+
+
+def _available_accelerator(name: str, requested: str) -> Accelerator:
+    cls = ACCELERATOR_REGISTRY.get(name)
     if not cls.is_available():
-        raise RuntimeError(
-            f"Fabric(accelerator='{accelerator}') was requested, but this machine has no such device. "
-            "Use accelerator='cpu', or 'auto' to pick what is available."
+        reason = cls.unavailable_reason().rstrip(".")
+        hint = (
+            ""
+            if "accelerator='cpu'" in reason
+            else " Use accelerator='cpu', or 'auto' to pick what is available."
         )
+        raise RuntimeError(f"{requested} was requested, but {reason}.{hint}")
     return ACCELERATOR_REGISTRY.build(name)
 
 

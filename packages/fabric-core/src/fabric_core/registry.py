@@ -162,7 +162,9 @@ class Registry:
         if target is None:
 
             def decorator(cls: _T) -> _T:
-                self.register(name, cast(type, cls), description, override, requires=requires, **init_params)
+                self.register(
+                    name, cast(type, cls), description, override=override, requires=requires, **init_params
+                )
                 return cls
 
             return decorator

@@ -17,7 +17,7 @@ from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.launchers.elastic import StartMethod
 from fabric_core.precision.precision import Precision
-from fabric_core.strategies.parallel import DEFAULT_TIMEOUT, ParallelStrategy
+from fabric_core.strategies.parallel import ParallelStrategy
 
 __all__ = ["DDPStrategy"]
 
@@ -32,11 +32,10 @@ class DDPStrategy(ParallelStrategy):
     training plus the gradient buckets.
 
     Args:
-        accelerator: The accelerator; set by ``Fabric`` when omitted.
         parallel_devices: One device per process on this node; set by ``Fabric`` when omitted.
         cluster_environment: Where ranks come from; detected when omitted.
         checkpoint_io: How checkpoints are written.
-        precision: The precision plugin.
+        precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.
         ddp_comm_state: State passed to ``ddp_comm_hook`` (e.g. a ``PowerSGDState``, or the
             ``PostLocalSGDState`` that ``model_averaging_period`` needs).
         ddp_comm_hook: A communication hook, e.g. ``default_hooks.fp16_compress_hook``.
@@ -46,39 +45,57 @@ class DDPStrategy(ParallelStrategy):
             ``PostLocalSGDState``, replicas train locally and their parameters are averaged
             every this many optimizer steps. Requires ``ddp_comm_state`` to be a
             ``PostLocalSGDState`` and ``ddp_comm_hook`` to be ``post_localSGD_hook``.
-        process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
-        timeout: How long collectives wait for the other processes.
+        process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...;
+            ``None``: the accelerator's default.
+        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        accelerator: The accelerator; set by ``Fabric`` when omitted.
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"`` (run
             ``fabric.launch(fn)``'s function in new processes).
+        precision: Lightning Fabric's name for ``precision_plugin`` (pass one of the two).
         **kwargs: Passed to ``DistributedDataParallel`` (``find_unused_parameters``,
             ``gradient_as_bucket_view``, ``static_graph``, ``bucket_cap_mb``, ...).
+
+    The parameters up to ``timeout`` may be given by position, in this order;
+    ``accelerator``, ``start_method`` and ``precision`` are keyword-only.
+
+    Set-up runs in two steps: :meth:`setup_environment` selects the device and calls
+    :meth:`setup_distributed` (the process group), and :meth:`setup_module` calls
+    :meth:`configure_ddp` (device ids, communication hook, model averaging) and then
+    wraps the module with what it prepared.
+
+    Raises:
+        TypeError: A keyword argument that ``DistributedDataParallel`` does not accept.
+        ValueError: ``model_averaging_period`` without the post-local SGD state and hook.
     """
 
     def __init__(
         self,
-        accelerator: Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: ClusterEnvironment | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
+        precision_plugin: Precision | None = None,
         ddp_comm_state: object | None = None,
         ddp_comm_hook: Callable[..., Any] | None = None,
         ddp_comm_wrapper: Callable[..., Any] | None = None,
         model_averaging_period: int | None = None,
         process_group_backend: str | None = None,
-        timeout: timedelta | None = DEFAULT_TIMEOUT,
+        timeout: timedelta | None = None,
+        *,
+        accelerator: Accelerator | None = None,
         start_method: StartMethod = "popen",
+        precision: Precision | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
-            cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io,
-            precision=precision,
+            precision_plugin=precision_plugin,
+            cluster_environment=cluster_environment,
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method=start_method,
+            precision=precision,
         )
         _check_ddp_kwargs(kwargs)
         _check_model_averaging(model_averaging_period, ddp_comm_state, ddp_comm_hook)
@@ -88,22 +105,39 @@ class DDPStrategy(ParallelStrategy):
         self._model_averaging_period = model_averaging_period
         self._model_averager: Any = None
         self._ddp_kwargs = kwargs
+        # what configure_ddp() prepares for the next setup_module()
+        self._ddp_module_kwargs: dict[str, Any] = {}
+        self._resolved_comm_hook: Callable[..., Any] | None = None
 
-    def setup_module(self, module: nn.Module) -> DistributedDataParallel:
-        """Wrap the module in ``DistributedDataParallel`` and register the communication hook.
+    # -- set-up ---------------------------------------------------------------------------
 
-        Parameters are broadcast from rank 0 when the wrapper is built, so every replica
-        starts from the same weights.
+    def configure_ddp(self) -> None:
+        """Prepare what :meth:`setup_module` needs to build and hook the DDP module.
+
+        Resolves the ``device_ids`` (this process's CUDA device, none on other devices)
+        and merges them with the ``DistributedDataParallel`` keyword arguments, applies
+        ``ddp_comm_wrapper`` to ``ddp_comm_hook``, and for post-local SGD builds the model
+        averager (forming the averaging subgroup, one node's processes, when the
+        ``PostLocalSGDState`` has none). :meth:`setup_module` calls it for every module.
+
+        Raises:
+            RuntimeError: No process group exists yet (call it after :meth:`setup_environment`,
+                which ``fabric.launch()`` runs).
         """
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "DDPStrategy.configure_ddp() needs the process group: call it after setup_environment() "
+                "(fabric.launch() does), or set the module up with fabric.setup(...) after fabric.launch()."
+            )
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
-        ddp = DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
-        if self._ddp_comm_hook is not None:
-            hook = self._ddp_comm_hook
-            if self._ddp_comm_wrapper is not None:
-                hook = self._ddp_comm_wrapper(hook)
-            ddp.register_comm_hook(state=self._ddp_comm_state, hook=hook)
+        self._ddp_module_kwargs = {"device_ids": device_ids, **self._ddp_kwargs}
+        hook = self._ddp_comm_hook
+        if hook is not None and self._ddp_comm_wrapper is not None:
+            hook = self._ddp_comm_wrapper(hook)
+        self._resolved_comm_hook = hook
         if self._model_averaging_period is not None:
-            import torch.distributed as dist
             from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 
             state: Any = self._ddp_comm_state
@@ -111,10 +145,21 @@ class DDPStrategy(ParallelStrategy):
                 # torch's default subgroup size is the CUDA device count, which is 0 on a CPU:
                 # use the processes of one node instead, the same grouping on GPUs.
                 state.subgroup, _ = dist.new_subgroups(group_size=self.num_processes)
-            warmup = state.start_localSGD_iter
             self._model_averager = PeriodicModelAverager(
-                period=self._model_averaging_period, warmup_steps=warmup
+                period=self._model_averaging_period, warmup_steps=state.start_localSGD_iter
             )
+
+    def setup_module(self, module: nn.Module) -> DistributedDataParallel:
+        """Wrap the module in ``DistributedDataParallel`` as :meth:`configure_ddp` prepared it.
+
+        Parameters are broadcast from rank 0 when the wrapper is built, so every replica
+        starts from the same weights. The communication hook, if any, is registered on the
+        new wrapper.
+        """
+        self.configure_ddp()
+        ddp = DistributedDataParallel(module, **self._ddp_module_kwargs)
+        if self._resolved_comm_hook is not None:
+            ddp.register_comm_hook(state=self._ddp_comm_state, hook=self._resolved_comm_hook)
         return ddp
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
@@ -157,7 +202,7 @@ class DDPStrategy(ParallelStrategy):
     def __repr__(self) -> str:
         return (
             f"DDPStrategy(backend={self._process_group_backend or 'auto'}, start_method="
-            f"{self._launcher.start_method if self._launcher else None!r}, precision={self._precision!r})"  # type: ignore[attr-defined]
+            f"{getattr(self._launcher, 'start_method', None)!r}, precision={self._precision!r})"
         )
 
 

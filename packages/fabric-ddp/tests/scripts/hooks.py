@@ -54,12 +54,7 @@ def local_sgd(fabric: Fabric) -> None:
 if __name__ == "__main__":
     hook = DDPStrategy(ddp_comm_hook=default_hooks.fp16_compress_hook, start_method="fork")
     Fabric(accelerator="cpu", devices=2, strategy=hook).launch(compressed)
-    wrapped = DDPStrategy(
-        ddp_comm_hook=default_hooks.allreduce_hook,
-        ddp_comm_wrapper=default_hooks.fp16_compress_wrapper,
-        start_method="fork",
-    )
-    Fabric(accelerator="cpu", devices=2, strategy=wrapped).launch(compressed)
+    # a hook with a wrapper (allreduce_hook + fp16_compress_wrapper) runs in seed_snippet.py
     state = PostLocalSGDState(
         process_group=None, subgroup=None, start_localSGD_iter=2, post_local_gradient_allreduce=False
     )

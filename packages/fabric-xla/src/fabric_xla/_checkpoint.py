@@ -53,7 +53,7 @@ class XLACheckpoints:
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
     ) -> None:
         """Run the pending graph, then write ``state`` as CPU tensors from global rank 0."""
-        save_from_rank_zero(self, path, state, storage_options, filter)  # type: ignore[arg-type]
+        save_from_rank_zero(self, path, state, storage_options, filter)  # type: ignore[arg-type,unused-ignore]
 
     def load_checkpoint(
         self,

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from fabric_core.precision.precision import Precision
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 from fabric_core.strategies.config import StrategyConfig
 
-__all__ = ["one_precision", "passed_as_plugin"]
+__all__ = ["passed_as_plugin", "refuse_unknown_arguments"]
 
 
-def one_precision(
-    precision: Precision | None, precision_plugin: Precision | None, owner: str
-) -> Precision | None:
-    """The precision plugin given as ``precision=`` or ``precision_plugin=`` (one name only).
+def refuse_unknown_arguments(owner: str, init: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Refuse the names in ``kwargs``: ``init`` takes ``**kwargs`` for the seed's signature only.
 
     Raises:
-        ValueError: Both names were given.
+        TypeError: ``kwargs`` is not empty; the message lists the arguments ``init`` names.
     """
-    if precision is not None and precision_plugin is not None:
-        raise ValueError(
-            f"{owner} got both precision= and precision_plugin=, which are two names for the same argument. "
-            "Pass one of them."
-        )
-    return precision if precision is not None else precision_plugin
+    if not kwargs:
+        return
+    named = [
+        name
+        for name, parameter in inspect.signature(init).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    ]
+    raise TypeError(
+        f"{owner} got unknown argument(s) {', '.join(sorted(kwargs))}. It takes: {', '.join(named)}."
+    )
 
 
 def passed_as_plugin(config: StrategyConfig, obj: object) -> bool:

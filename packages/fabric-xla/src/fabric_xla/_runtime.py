@@ -21,6 +21,7 @@ __all__ = [
     "explained_backward_errors",
     "import_torch_xla",
     "is_installed",
+    "missing_torch_xla",
     "started_by_torch_xla",
     "started_by_torchelastic",
     "sync",
@@ -37,17 +38,33 @@ def is_installed() -> bool:
     return importlib.util.find_spec("torch_xla") is not None
 
 
+def missing_torch_xla() -> str:
+    """The message for an XLA device asked for where torch_xla is not installed.
+
+    It names the install command for the torch release of this environment (torch_xla
+    works only with the torch release of its own version) and the CPU alternative.
+    """
+    release = torch.__version__.split("+")[0]
+    return (
+        "The XLA accelerator (accelerator='tpu' or 'xla', which every XLA strategy runs on) needs torch_xla, which is not "
+        f"installed. torch_xla works only with the torch release of its own version; for torch {release} "
+        f"install it with: pip install torch_xla=={release} (on a TPU host: pip install 'torch_xla[tpu]=={release}'). "
+        "To train without XLA, use Fabric(accelerator='cpu') instead."
+    )
+
+
 def import_torch_xla() -> ModuleType:
     """Import torch_xla, explaining the usual cause when its compiled part does not load.
 
     Raises:
-        ImportError: torch_xla is missing, or was built for another torch release.
+        ModuleNotFoundError: torch_xla is not installed (the message says how to install it).
+        ImportError: torch_xla was built for another torch release.
     """
     try:
         import torch_xla
     except ImportError as error:
         if not is_installed():
-            raise ImportError("fabric-xla needs torch_xla: pip install torch_xla") from error
+            raise ModuleNotFoundError(missing_torch_xla(), name="torch_xla") from error
         from importlib.metadata import version
 
         wanted = version("torch_xla")

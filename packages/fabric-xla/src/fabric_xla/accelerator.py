@@ -11,7 +11,7 @@ import torch
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.utilities.device_parser import DeviceRequest
-from fabric_xla._runtime import import_torch_xla, is_installed
+from fabric_xla._runtime import import_torch_xla, is_installed, missing_torch_xla
 
 __all__ = ["XLAAccelerator", "tpu_chip_count"]
 
@@ -53,7 +53,14 @@ class XLAAccelerator(Accelerator):
     @classmethod
     def is_available(cls) -> bool:
         """Whether torch_xla is installed and this host has at least one XLA device."""
-        return cls.device_count() > 0
+        return is_installed() and cls.device_count() > 0
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """A missing torch_xla (with the install command for this torch release), or no visible device."""
+        if not is_installed():
+            return missing_torch_xla()
+        return _NO_DEVICE
 
     @classmethod
     def device_count(cls) -> int:
@@ -78,9 +85,12 @@ class XLAAccelerator(Accelerator):
         """``xla:i`` devices for ``devices=``: one device, or every device of the host.
 
         Raises:
+            ModuleNotFoundError: torch_xla is not installed (the message says how to install it).
             RuntimeError: No XLA device is visible (the message says what to install or set).
             ValueError: ``devices`` asks for a subset of several devices, or for more than exist.
         """
+        if not is_installed():
+            raise ModuleNotFoundError(missing_torch_xla(), name="torch_xla")
         available = self.device_count()
         if available == 0:
             raise RuntimeError(_NO_DEVICE)

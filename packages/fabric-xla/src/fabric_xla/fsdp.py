@@ -69,55 +69,68 @@ class XLAFSDPStrategy(XLAStrategy):
       unwrapped model's keys, interchangeable with every other strategy. The optimizer
       state is not saved in this form. Full files load into the sharded model.
 
+    ``allows_repeated_setup`` is false: wrapping flattens and shards the model's
+    parameters in place, so the same model must not be set up a second time.
+
     Args:
         accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
         parallel_devices: One device per process on this host; set by ``Fabric`` when omitted.
-        cluster_environment: Where ranks come from (the XLA runtime unless given).
         checkpoint_io: How checkpoint files are written.
-        precision: The precision plugin (``precision_plugin`` is accepted as another name).
+        precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.
         auto_wrap_policy: Which submodules get their own FSDP wrapper: a policy callable
             (``torch_xla.distributed.fsdp.wrap.size_based_auto_wrap_policy``, ...) or a set of
             layer classes (each instance is wrapped). ``None`` wraps the root module only.
+        cluster_environment: Where ranks come from (the XLA runtime unless given; keyword only,
+            as every argument below).
         activation_checkpointing_policy: A set of layer classes whose activations are
             recomputed in backward instead of kept (needs ``auto_wrap_policy`` to wrap them).
         state_dict_type: ``"sharded"`` or ``"full"``, see above.
         debug: Print XLA's compilation and execution analysis.
         start_method: ``"spawn"`` or ``"fork"``, how ``torch_xla.launch`` starts the processes.
-        precision_plugin: Another name for ``precision``.
+        precision: Lightning Fabric's name for ``precision_plugin`` (pass one of the two).
         **kwargs: Passed to ``XlaFullyShardedDataParallel`` (``reshard_after_forward``,
             ``flatten_parameters``, ``compute_dtype``, ``shard_param_on_dim_0``, ...).
 
     Raises:
-        ValueError: ``state_dict_type`` is unknown, or activation checkpointing was asked
-            for without an ``auto_wrap_policy``.
+        ValueError: ``state_dict_type`` is unknown, activation checkpointing was asked
+            for without an ``auto_wrap_policy``, or both ``precision_plugin`` and
+            ``precision`` were given.
         TypeError: ``kwargs`` holds a name ``XlaFullyShardedDataParallel`` does not take.
+        ModuleNotFoundError: torch_xla is not installed.
     """
+
+    allows_repeated_setup = False
+    unsupported_accelerator_hint = (
+        "Use accelerator='tpu' (without a TPU, PJRT_DEVICE=CPU runs XLA on the CPU), or on the CPU "
+        "strategy='fsdp' with devices=N (pip install fabric-fsdp)."
+    )
 
     def __init__(
         self,
         accelerator: Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
-        cluster_environment: ClusterEnvironment | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
+        precision_plugin: Precision | None = None,
         auto_wrap_policy: Callable[..., bool] | Collection[type[nn.Module]] | None = None,
+        *,
+        cluster_environment: ClusterEnvironment | None = None,
         activation_checkpointing_policy: Collection[type[nn.Module]] | None = None,
         state_dict_type: StateDictType = "sharded",
         debug: bool = False,
         start_method: XLAStartMethod = "spawn",
-        precision_plugin: Precision | None = None,
+        precision: Precision | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            accelerator=accelerator,
+            sync_module_states=False,
             parallel_devices=parallel_devices,
             cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io,
-            precision=precision,
-            sync_module_states=False,
-            debug=debug,
-            start_method=start_method,
             precision_plugin=precision_plugin,
+            debug=debug,
+            accelerator=accelerator,
+            start_method=start_method,
+            precision=precision,
         )
         if state_dict_type not in _STATE_DICT_TYPES:
             raise ValueError(

@@ -14,7 +14,6 @@ from fabric_core.precision.precision import Precision
 from fabric_core.strategies.single_device import SingleDeviceStrategy
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
-from fabric_xla._options import one_precision
 from fabric_xla._runtime import explained_backward_errors, sync
 from fabric_xla.precision import xla_precision
 
@@ -26,7 +25,8 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
 
     XLA records the forward and backward passes lazily; ``optimizer.step()`` steps and
     then calls ``torch_xla.sync()``, which compiles the step's graph once and runs it, so
-    the loop needs no XLA-specific call. Checkpoints are CPU tensors that plain
+    the loop needs no XLA-specific call (a loop that calls :meth:`mark_step` after the
+    step, as the seed's does, runs unchanged). Checkpoints are CPU tensors that plain
     ``torch.load`` and every other strategy read.
 
     Args:
@@ -34,14 +34,20 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
             ``torch.device``; picked from ``Fabric(devices=...)`` when omitted.
         accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
         checkpoint_io: How checkpoint files are written.
-        precision: The precision plugin (``precision_plugin`` is accepted as another name).
-        precision_plugin: Another name for ``precision``.
+        precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.
+        precision: Lightning Fabric's name for ``precision_plugin`` (keyword only; pass one
+            of the two).
 
     Raises:
-        ValueError: ``device`` is not an XLA device.
+        ValueError: ``device`` is not an XLA device, or both ``precision_plugin`` and
+            ``precision`` were given.
     """
 
     supported_accelerators = ("xla",)
+    unsupported_accelerator_hint = (
+        "Use accelerator='tpu' (without a TPU, PJRT_DEVICE=CPU runs XLA on the CPU), or strategy='single_device' "
+        "on the CPU."
+    )
     default_accelerator = "tpu"
 
     def __init__(
@@ -49,8 +55,9 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
         device: torch.device | str | int | None = None,
         accelerator: Accelerator | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
         precision_plugin: Precision | None = None,
+        *,
+        precision: Precision | None = None,
     ) -> None:
         if isinstance(device, int) and not isinstance(device, bool):
             device = torch.device("xla", device)
@@ -58,7 +65,8 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
             device=device,
             accelerator=accelerator,
             checkpoint_io=checkpoint_io,
-            precision=one_precision(precision, precision_plugin, type(self).__name__),
+            precision_plugin=precision_plugin,
+            precision=precision,
         )
         self._moves = ParameterMoves()
         if self._device is not None and self._device.type != "xla":
@@ -90,6 +98,15 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
         result = super().optimizer_step(optimizer, **kwargs)
         sync()
         return result
+
+    def mark_step(self) -> None:
+        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
+
+        This is ``torch_xla.sync()`` (formerly ``xm.mark_step()``). ``optimizer.step()``
+        and saving already call it, so a call right after them has nothing left to run;
+        call it where the loop has no optimizer step (evaluation) to keep graphs small.
+        """
+        sync()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device='{self._device}', precision={self._precision!r})"

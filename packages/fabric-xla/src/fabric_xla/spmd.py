@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -18,13 +18,10 @@ from fabric_core.utilities.apply_func import apply_to_tensors
 from fabric_xla import _sharding
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
-from fabric_xla._options import one_precision
 from fabric_xla._runtime import explained_backward_errors, sync, xla_device
 from fabric_xla.precision import xla_precision
 
 __all__ = ["XLASPMDStrategy"]
-
-_T = TypeVar("_T")
 
 AXES: Final = _sharding.AXES
 
@@ -53,6 +50,11 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
     the whole batch, as in single-device training. Batches with a different size compile
     a new program, so keep them fixed (``drop_last=True``).
 
+    ``fabric.all_reduce``, ``all_gather``, ``broadcast`` and ``barrier`` are the base
+    class's single-process ones (numbers become tensors; a gather adds a dimension of size
+    one): the one process already holds every result, and the compiler put the
+    cross-device collectives into the step itself.
+
     Checkpoints hold full CPU tensors (the runtime assembles the shards), readable by plain
     ``torch.load`` and every other strategy; loading copies into the sharded parameters.
 
@@ -62,30 +64,37 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
     Args:
         accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
         checkpoint_io: How checkpoint files are written.
-        precision: The precision plugin (``precision_plugin`` is accepted as another name).
+        precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.
         mesh_shape: The sizes of the ``("data", "fsdp")`` axes; their product is the number
             of devices. Default: ``(1, number of devices)``.
-        precision_plugin: Another name for ``precision``.
+        precision: Lightning Fabric's name for ``precision_plugin`` (keyword only; pass one
+            of the two).
 
     Raises:
         ValueError: ``mesh_shape`` does not have two positive sizes.
     """
 
     supported_accelerators = ("xla",)
+    unsupported_accelerator_hint = (
+        "Use accelerator='tpu' (without a TPU, PJRT_DEVICE=CPU and CPU_NUM_DEVICES=N run XLA on the CPU), or on "
+        "the CPU strategy='fsdp' with devices=N (pip install fabric-fsdp)."
+    )
     default_accelerator = "tpu"
 
     def __init__(
         self,
         accelerator: Accelerator | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
-        mesh_shape: tuple[int, int] | None = None,
         precision_plugin: Precision | None = None,
+        mesh_shape: tuple[int, int] | None = None,
+        *,
+        precision: Precision | None = None,
     ) -> None:
         super().__init__(
             accelerator=accelerator,
             checkpoint_io=checkpoint_io,
-            precision=one_precision(precision, precision_plugin, type(self).__name__),
+            precision_plugin=precision_plugin,
+            precision=precision,
         )
         self._mesh_shape = _sharding.check_mesh_shape(mesh_shape)
         self._num_devices: int | None = None
@@ -191,24 +200,13 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
         sync()
         return result
 
-    # -- collectives: one process -------------------------------------------------------
+    def mark_step(self) -> None:
+        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
 
-    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
-        """Return ``tensor`` unchanged: the one process already holds the whole result."""
-        return tensor
-
-    def all_gather(
-        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
-    ) -> torch.Tensor:
-        """Return ``tensor`` with a leading dimension of size one (one process)."""
-        return tensor.unsqueeze(0)
-
-    def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """Return ``obj`` unchanged (one process)."""
-        return obj
-
-    def barrier(self, name: str | None = None) -> None:
-        """Return at once (one process)."""
+        This is ``torch_xla.sync()``. ``optimizer.step()`` and saving already call it, so a
+        call right after them has nothing left to run.
+        """
+        sync()
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -16,10 +16,11 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.parallel import ParallelStrategy
+from fabric_core.utilities.apply_func import as_tensor
 from fabric_xla import _collectives
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
-from fabric_xla._options import one_precision, passed_as_plugin
+from fabric_xla._options import passed_as_plugin, refuse_unknown_arguments
 from fabric_xla._runtime import explained_backward_errors, sync, xla_device
 from fabric_xla.environment import XLAEnvironment
 from fabric_xla.launcher import XLALauncher, XLAStartMethod
@@ -50,43 +51,63 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
     Processes are started by :class:`~fabric_xla.launcher.XLALauncher` from
     ``fabric.launch(fn)``; with one device everything runs in the calling process.
 
+    The loop of Lightning Fabric and of the seed runs unchanged: ``optimizer.step()``
+    already runs the step's graph, and :meth:`mark_step` (called after it by loops that
+    check ``hasattr(fabric.strategy, "mark_step")``) finds nothing left to run.
+
     Args:
-        accelerator: The XLA accelerator; set by ``Fabric`` when omitted.
+        sync_module_states: Broadcast the parameters and buffers of global rank 0 to every
+            process in ``setup``, so all replicas start equal.
         parallel_devices: One device per process on this host; set by ``Fabric`` when omitted.
         cluster_environment: Where ranks come from: :class:`~fabric_xla.environment.XLAEnvironment`
             (the XLA runtime) unless given.
         checkpoint_io: How checkpoint files are written.
-        precision: The precision plugin (``precision_plugin`` is accepted as another name).
-        sync_module_states: Broadcast the parameters and buffers of global rank 0 to every
-            process in ``setup``, so all replicas start equal.
+        precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.
         debug: Print XLA's compilation and execution analysis (``PT_XLA_DEBUG_LEVEL=2``),
             which reports recompilations and unexpected transfers to the CPU.
+        accelerator: The XLA accelerator; set by ``Fabric`` when omitted (keyword only).
         start_method: ``"spawn"`` or ``"fork"`` (notebooks), how ``torch_xla.launch`` starts
-            the processes.
-        precision_plugin: Another name for ``precision``.
+            the processes (keyword only).
+        precision: Lightning Fabric's name for ``precision_plugin`` (keyword only; pass one
+            of the two).
+        **kwargs: Accepted for the seed's signature; XLAStrategy takes no other argument, so
+            any name here is refused.
+
+    Raises:
+        TypeError: ``kwargs`` is not empty (the message lists the arguments there are).
+        ValueError: Both ``precision_plugin`` and ``precision`` were given, or ``start_method``
+            is not one ``torch_xla.launch`` offers.
     """
 
     supported_accelerators = ("xla",)
+    unsupported_accelerator_hint = (
+        "Use accelerator='tpu' (without a TPU, PJRT_DEVICE=CPU runs XLA on the CPU), or on the CPU "
+        "strategy='ddp' with devices=N (pip install fabric-ddp)."
+    )
     default_accelerator = "tpu"
 
     def __init__(
         self,
-        accelerator: Accelerator | None = None,
+        sync_module_states: bool = True,
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: ClusterEnvironment | None = None,
         checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
-        sync_module_states: bool = True,
-        debug: bool = False,
-        start_method: XLAStartMethod = "spawn",
         precision_plugin: Precision | None = None,
+        debug: bool = False,
+        *,
+        accelerator: Accelerator | None = None,
+        start_method: XLAStartMethod = "spawn",
+        precision: Precision | None = None,
+        **kwargs: Any,
     ) -> None:
+        refuse_unknown_arguments(type(self).__name__, XLAStrategy.__init__, kwargs)
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
-            cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io,
-            precision=one_precision(precision, precision_plugin, type(self).__name__),
+            precision_plugin=precision_plugin,
+            cluster_environment=cluster_environment,
+            precision=precision,
         )
         self._launcher = XLALauncher(self, start_method)
         self._environment_given = cluster_environment is not None
@@ -214,6 +235,15 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
         sync()
         return result
 
+    def mark_step(self) -> None:
+        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
+
+        This is ``torch_xla.sync()`` (formerly ``xm.mark_step()``). ``optimizer.step()``
+        and saving already call it, so a call right after them has nothing left to run;
+        call it where the loop has no optimizer step (evaluation) to keep graphs small.
+        """
+        sync()
+
     def clip_gradients_norm(
         self,
         module: nn.Module,
@@ -241,29 +271,55 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
 
     # -- collectives --------------------------------------------------------------------
 
-    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = "mean") -> Any:
-        """Reduce ``tensor`` over the processes with an XLA all-reduce; non-tensors are returned unchanged.
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
+        """Reduce ``tensor`` over the processes with an XLA all-reduce.
 
-        ``reduce_op`` is ``"mean"``, ``"sum"``, ``"max"``, ``"min"`` or ``"product"``; ``group``
-        is a list of equally sized lists of ranks.
+        Args:
+            tensor: A tensor, or a Python or NumPy number (turned into a tensor on this
+                process's device first, so ``loss.item()`` is reduced too).
+            group: A list of equally sized lists of ranks (``None``: all processes).
+            reduce_op: ``"mean"``, ``"sum"``, ``"max"``, ``"min"`` or ``"product"``;
+                ``None`` means ``"mean"``.
+
+        Raises:
+            TypeError: ``tensor`` is neither a tensor nor a number.
         """
-        if not isinstance(tensor, torch.Tensor) or not self._launched:
-            return tensor
-        return _collectives.all_reduce(tensor, reduce_op or "mean", self.world_size, group)
+        value = self._as_tensor(tensor, "reduce")
+        if not self._launched:
+            return value
+        return _collectives.all_reduce(value, reduce_op or "mean", self.world_size, group)
 
     def all_gather(
         self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
     ) -> torch.Tensor:
-        """Stack ``tensor`` from every process along a new leading dimension of size ``world_size``."""
-        if not self._launched:
-            return tensor.unsqueeze(0)
-        return _collectives.all_gather(tensor, group, sync_grads)
+        """Stack ``tensor`` from every process along a new leading dimension of size ``world_size``.
 
-    def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """Send ``obj`` (a tensor, or any picklable object) from process ``src`` to every process."""
+        A Python or NumPy number is turned into a tensor on this process's device first.
+
+        Raises:
+            TypeError: ``tensor`` is neither a tensor nor a number.
+        """
+        value = self._as_tensor(tensor, "all_gather")
         if not self._launched:
-            return obj
-        return _collectives.broadcast(obj, src, self.global_rank)
+            return value.unsqueeze(0)
+        return _collectives.all_gather(value, group, sync_grads)
+
+    def _as_tensor(self, value: Any, method: str) -> torch.Tensor:
+        # Before launch there is no XLA device yet (and one process): numbers stay on the CPU.
+        converted = as_tensor(value, self.root_device if self._launched else None)
+        if not isinstance(converted, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.{method}() communicates tensors and numbers, got {type(value).__name__}. "
+                "Use fabric.all_reduce(...) or fabric.all_gather(...) for nested collections, or fabric.broadcast(...) "
+                "for other objects."
+            )
+        return converted
+
+    def broadcast(self, tensor: _T, src: int = 0) -> _T:
+        """Send ``tensor`` (a tensor, or any picklable object) from process ``src`` to every process."""
+        if not self._launched:
+            return tensor
+        return _collectives.broadcast(tensor, src, self.global_rank)
 
     def barrier(self, name: str | None = None) -> None:
         """Wait until every process reaches this point (an XLA rendezvous)."""

@@ -42,6 +42,10 @@ def train(fabric: Fabric, strategy: str, folder: Path) -> dict[str, Any]:
         "sum_of_ranks": fabric.all_reduce(torch.tensor([float(rank)]), reduce_op="sum").item(),
         "max_rank": fabric.all_reduce(torch.tensor(rank), reduce_op="max").item(),
         "gathered_ranks": fabric.all_gather(torch.tensor([rank])).flatten().tolist(),
+        # Python numbers are communicated as tensors, by fabric and by the strategy itself.
+        "sum_of_rank_numbers": fabric.all_reduce(float(rank), reduce_op="sum").item(),
+        "strategy_mean_of_ranks": fabric.strategy.reduce(rank, None, None).item(),
+        "strategy_gathered_numbers": fabric.strategy.all_gather(rank).flatten().tolist(),
         "broadcast": fabric.broadcast({"from": rank, "padding": "x" * (rank + 1)}, src=world - 1),
         "sampler": fabric.strategy.distributed_sampler_kwargs,
     }

@@ -40,6 +40,10 @@ def run(mesh_shape: tuple[int, int] | None, folder: Path) -> dict[str, object]:
     resumed = train(fabric, fresh, fresh_optimizer, steps=1)
     continued = train(fabric, model, optimizer, steps=1)
     spec = torch_xla._XLAC._get_xla_sharding_spec
+    strategy = fabric.strategy
+    reduced = strategy.reduce(3.0, None, None)
+    fabric.strategy.mark_step()
+    fabric.barrier()
     return {
         "losses": losses,
         "state": {key: value.tolist() for key, value in trained.items()},
@@ -53,6 +57,10 @@ def run(mesh_shape: tuple[int, int] | None, folder: Path) -> dict[str, object]:
         "uneven_warning": [str(w.message) for w in caught],
         "world_size": fabric.world_size,
         "sampler": fabric.strategy.distributed_sampler_kwargs,
+        # one process: the base class's collectives (numbers become tensors on the SPMD device)
+        "reduced_number": [reduced.device.type, reduced.item()],
+        "gathered_number": strategy.all_gather(2).cpu().tolist(),
+        "broadcast": strategy.broadcast({"epoch": 1}),
     }
 
 

@@ -31,6 +31,14 @@ class Accelerator(ABC):
         """Whether this machine has at least one such device."""
 
     @classmethod
+    def unavailable_reason(cls) -> str:
+        """Why :meth:`is_available` is false, for the error ``Fabric(accelerator=...)`` raises.
+
+        Override to name the cause and the fix (a missing package, a runtime variable).
+        """
+        return "this machine has no such device"
+
+    @classmethod
     @abstractmethod
     def device_count(cls) -> int:
         """How many such devices this machine has (what ``devices=-1`` selects)."""

@@ -175,8 +175,16 @@ class ParallelStrategy(Strategy, ABC):
     # -- process group ------------------------------------------------------------------
 
     def setup_environment(self) -> None:
-        """Select this process's device and join the default process group."""
+        """Select this process's device, then join the default process group (:meth:`setup_distributed`)."""
         super().setup_environment()
+        self.setup_distributed()
+
+    def setup_distributed(self) -> None:
+        """Form (or join) the default process group: the distributed step of :meth:`setup_environment`.
+
+        The default is :meth:`setup_process_group`; strategies whose library forms the group
+        itself override it.
+        """
         self.setup_process_group()
 
     def setup_process_group(self) -> None:
@@ -252,11 +260,14 @@ class ParallelStrategy(Strategy, ABC):
             return tensor.unsqueeze(0)
         return collectives.all_gather(tensor, group, sync_grads)
 
-    def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """Send ``obj`` from process ``src`` to every process (tensors keep their device)."""
+    def broadcast(self, tensor: _T, src: int = 0) -> _T:
+        """Send ``tensor`` (or any picklable object) from process ``src`` to every process.
+
+        A tensor is broadcast in place and keeps its device; other objects are pickled.
+        """
         if not collectives.is_distributed():
-            return obj
-        return collectives.broadcast(obj, src)
+            return tensor
+        return collectives.broadcast(tensor, src)
 
     def barrier(self, name: str | None = None) -> None:
         """Wait for every process (``name`` is for debugging only)."""

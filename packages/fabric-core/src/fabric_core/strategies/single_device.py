@@ -20,16 +20,18 @@ class SingleDeviceStrategy(Strategy):
         accelerator: The accelerator; inferred when omitted.
         checkpoint_io: How checkpoints are written.
         precision_plugin: The precision plugin.
-        precision: Lightning Fabric's name for ``precision_plugin`` (keyword only).
+        precision: Lightning Fabric's name for ``precision_plugin``.
+
+    Everything after ``device`` is keyword-only.
     """
 
     def __init__(
         self,
         device: torch.device | str | int | None = None,
+        *,
         accelerator: Accelerator | None = None,
         checkpoint_io: CheckpointIO | None = None,
         precision_plugin: Precision | None = None,
-        *,
         precision: Precision | None = None,
     ) -> None:
         super().__init__(
