@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import pickle
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
-from torch.distributed.fsdp import CPUOffload, CPUOffloadPolicy, MixedPrecision, MixedPrecisionPolicy
+from torch.distributed.fsdp import (
+    CPUOffload,
+    CPUOffloadPolicy,
+    MixedPrecision,
+    MixedPrecisionPolicy,
+    ShardingStrategy,
+    StateDictType,
+)
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-from torch.distributed.fsdp.wrap import ModuleWrapPolicy, size_based_auto_wrap_policy
+from torch.distributed.fsdp.wrap import (
+    ModuleWrapPolicy,
+    lambda_auto_wrap_policy,
+    size_based_auto_wrap_policy,
+    transformer_auto_wrap_policy,
+)
 from torch.utils.weak import WeakIdKeyDictionary
 
 from fabric_core import Fabric
@@ -21,7 +35,7 @@ from fabric_fsdp._clip import clip_grad_norm, clip_grad_value
 from fabric_fsdp._options import offload_policy_for, resolve_mixed_precision, resolve_module_policy
 from fabric_fsdp._params import rebind_optimizer
 from fabric_fsdp._wrap import select_modules
-from fabric_fsdp.model_parallel import resolve_parallel_sizes
+from fabric_fsdp.model_parallel import default_units, resolve_parallel_sizes
 
 
 class Block(nn.Module):
@@ -41,9 +55,27 @@ def test_entry_point_registers_the_names():
     assert isinstance(offload, FSDPStrategy) and offload._cpu_offload is True
 
 
-def test_model_parallel_by_name_says_where_parallelize_fn_goes():
-    with pytest.raises(ValueError, match=r"ModelParallelStrategy\(parallelize_fn=\.\.\.\)"):
-        Fabric(accelerator="cpu", devices=2, strategy="model_parallel")
+def test_model_parallel_by_name_runs_fsdp_over_every_process():
+    strategy = Fabric(accelerator="cpu", devices=2, strategy="model_parallel").strategy
+    assert isinstance(strategy, ModelParallelStrategy)
+    assert (strategy.data_parallel_size, strategy.tensor_parallel_size) == (2, 1)
+    assert strategy.distributed_sampler_kwargs == {"num_replicas": 2, "rank": 0}
+
+
+def test_default_parallelize_shards_each_child_block_and_leaves_tied_ones_to_the_root():
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(5, 4)
+            self.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+            self.norm = nn.LayerNorm(4)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(4, 5, bias=False)
+            self.head.weight = self.embed.weight
+
+    net = Tied()
+    assert default_units(net) == [net.blocks[0], net.blocks[1], net.norm]
+    assert [type(unit).__name__ for unit in default_units(tower())] == ["Linear", "Block", "Block", "Linear"]
 
 
 @pytest.mark.parametrize(
@@ -51,12 +83,17 @@ def test_model_parallel_by_name_says_where_parallelize_fn_goes():
     [("bf16-mixed", torch.bfloat16, None), ("16-mixed", torch.float16, ShardedGradScaler)],
 )
 def test_mixed_precision_strings_give_the_fsdp_plugin(precision, param_dtype, scaler):
-    strategy = Fabric(accelerator="cpu", devices=2, strategy="fsdp", precision=precision).strategy
-    assert isinstance(strategy.precision, FSDPPrecision)
-    assert strategy.mp_policy == MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    assert (scaler is None) == (strategy.precision.scaler is None)
+    plugin = FSDPStrategy.precision_for(precision, "cpu")
+    assert isinstance(plugin, FSDPPrecision)
+    assert plugin.mp_policy == MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    assert (scaler is None) == (plugin.scaler is None)
     if scaler is not None:
-        assert isinstance(strategy.precision.scaler, scaler)
+        assert isinstance(plugin.scaler, scaler)
+    # through Fabric (on a CPU, core runs '16-mixed' as 'bf16-mixed')
+    strategy = Fabric(accelerator="cpu", devices=2, strategy="fsdp", precision="bf16-mixed").strategy
+    assert isinstance(strategy.precision, FSDPPrecision) and strategy.mp_policy == MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+    )
 
 
 def test_true_half_precision_uses_the_core_plugin_and_an_explicit_policy_wins():
@@ -78,7 +115,6 @@ def test_true_half_precision_uses_the_core_plugin_and_an_explicit_policy_wins():
             ValueError,
             "'FULL_SHARD', 'SHARD_GRAD_OP', 'HYBRID_SHARD', 'NO_SHARD'",
         ),
-        ({"use_orig_params": False}, ValueError, "flat parameters"),
         ({"limit_all_gathers": "yes"}, TypeError, r"limit_all_gathers='yes'\) must be True or False"),
         (
             {"mixed_precision": MixedPrecision(keep_low_precision_grads=True)},
@@ -97,7 +133,15 @@ def test_true_half_precision_uses_the_core_plugin_and_an_explicit_policy_wins():
         ({"activation_checkpointing": lambda m: True}, TypeError, "activation_checkpointing_policy="),
         ({"device_mesh": (1, 2)}, ValueError, "HYBRID_SHARD"),
         ({"sharding_strategy": "HYBRID_SHARD", "device_mesh": (2,)}, ValueError, "two positive sizes"),
-        ({"precision": HalfPrecision(), "precision_plugin": HalfPrecision()}, ValueError, "not both"),
+        ({"precision": HalfPrecision(), "precision_plugin": HalfPrecision()}, ValueError, "Pass one"),
+        ({"state_dict_type": StateDictType.LOCAL_STATE_DICT}, ValueError, "SHARDED_STATE_DICT"),
+        ({"activation_checkpointing": True}, ValueError, r"auto_wrap_policy=\{Block\}"),
+        (
+            {"mp_policy": MixedPrecisionPolicy(), "mixed_precision": MixedPrecisionPolicy()},
+            ValueError,
+            "Pass one",
+        ),
+        ({"no_such_argument": 1}, TypeError, "shard_placement_fn, mp_policy, offload_policy, ignored_params"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_fix(kwargs, error, match):
@@ -106,8 +150,126 @@ def test_bad_arguments_are_refused_with_the_fix(kwargs, error, match):
 
 
 def test_fsdp1_argument_with_no_fsdp2_counterpart_is_not_silently_dropped():
-    with pytest.raises(TypeError, match="backward_prefetch"):
-        FSDPStrategy(backward_prefetch="BACKWARD_PRE")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"backward_prefetch=.*FSDP1-only arguments: backward_prefetch"):
+        FSDPStrategy(backward_prefetch="BACKWARD_PRE")
+
+
+SEED_FSDP = [
+    ("cpu_offload", None),
+    ("mixed_precision", None),
+    ("auto_wrap_policy", None),
+    ("activation_checkpointing", None),
+    ("activation_checkpointing_policy", None),
+    ("sharding_strategy", None),
+    ("state_dict_type", None),
+    ("use_orig_params", False),
+    ("limit_all_gathers", True),
+    ("sync_module_states", False),
+    ("forward_prefetch", False),
+    ("parallel_devices", None),
+    ("cluster_environment", None),
+    ("checkpoint_io", None),
+    ("precision_plugin", None),
+    ("process_group_backend", None),
+    ("timeout", None),
+]
+SEED_MODEL_PARALLEL = [("accelerator", None), ("checkpoint_io", None), ("precision_plugin", None)]
+
+
+@pytest.mark.parametrize(
+    ("cls", "seed"), [(FSDPStrategy, SEED_FSDP), (ModelParallelStrategy, SEED_MODEL_PARALLEL)]
+)
+def test_constructor_has_the_seeds_positional_parameters_then_keyword_only_ones(cls, seed):
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    positional = [p for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == seed
+    rest = parameters[len(positional) :]
+    assert all(p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for p in rest)
+    if cls is FSDPStrategy:
+        assert rest[-1].kind is inspect.Parameter.VAR_KEYWORD
+    else:
+        assert [p.name for p in rest[:4]] == [
+            "parallelize_fn",
+            "data_parallel_size",
+            "tensor_parallel_size",
+            "save_distributed_checkpoint",
+        ]
+
+
+def test_the_seeds_defaults_passed_explicitly_and_by_position_are_accepted():
+    explicit = FSDPStrategy(*[default for _, default in SEED_FSDP])
+    assert explicit._plan.name == "FULL_SHARD" and explicit._sharded_checkpoints
+    assert explicit._cpu_offload is False and explicit._checkpointing is None
+    for value in (True, False):
+        FSDPStrategy(use_orig_params=value, limit_all_gathers=value, sync_module_states=value)
+    assert FSDPStrategy(state_dict_type=StateDictType.FULL_STATE_DICT)._sharded_checkpoints is False
+    assert FSDPStrategy(sharding_strategy=ShardingStrategy.SHARD_GRAD_OP)._plan.name == "SHARD_GRAD_OP"
+    precision = HalfPrecision()
+    assert ModelParallelStrategy(None, None, precision).precision is precision
+    assert FSDPStrategy(precision_plugin=precision).precision is precision
+
+
+def test_sharded_strategies_refuse_to_set_up_a_module_twice():
+    assert FSDPStrategy.allows_repeated_setup is False
+    assert ModelParallelStrategy.allows_repeated_setup is False
+
+
+def test_bare_transformer_auto_wrap_policy_gets_one_error_naming_the_fix():
+    seed_snippet = {
+        "cpu_offload": True,
+        "mixed_precision": MixedPrecision(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16, buffer_dtype=torch.bfloat16
+        ),
+        "auto_wrap_policy": transformer_auto_wrap_policy,
+        "activation_checkpointing": True,
+    }
+    fix = r"functools\.partial\(transformer_auto_wrap_policy, transformer_layer_cls=\{Block\}\)"
+    with pytest.raises(TypeError, match=fix) as error:
+        FSDPStrategy(**seed_snippet)
+    assert "auto_wrap_policy={Block}" in str(error.value)
+    with pytest.raises(TypeError, match=r"lambda_fn=\.\.\."):
+        FSDPStrategy(auto_wrap_policy=lambda_auto_wrap_policy)
+    # the fixed snippet is accepted, and the FSDP1 MixedPrecision becomes FSDP2's policy
+    seed_snippet["auto_wrap_policy"] = functools.partial(
+        transformer_auto_wrap_policy, transformer_layer_cls={Block}
+    )
+    strategy = FSDPStrategy(**seed_snippet)
+    assert strategy.mp_policy == MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16)
+    assert strategy._cpu_offload is True and strategy._checkpointing is True
+    assert offload_policy_for(strategy._cpu_offload, "cpu") == CPUOffloadPolicy(pin_memory=False)
+    predicate = resolve_module_policy(strategy.configure_fsdp_auto_wrap_policy(tower()), "auto_wrap_policy")
+    assert predicate is not None and len(select_modules(tower(), predicate)) == 2
+
+
+def test_configure_fsdp_auto_wrap_policy_returns_the_policy_and_can_be_overridden():
+    assert FSDPStrategy().configure_fsdp_auto_wrap_policy(tower()) is None
+    policy = {Block}
+    assert FSDPStrategy(auto_wrap_policy=policy).configure_fsdp_auto_wrap_policy(tower()) is policy
+
+    class PerModel(FSDPStrategy):
+        def configure_fsdp_auto_wrap_policy(self, module: nn.Module) -> Any:
+            return {type(module[1])}
+
+    # activation_checkpointing=True follows the overridden policy, so no auto_wrap_policy is needed
+    assert PerModel(activation_checkpointing=True).configure_fsdp_auto_wrap_policy(tower()) == {Block}
+
+
+def test_extra_keywords_go_to_fully_shard():
+    strategy = FSDPStrategy(reshard_after_forward=False, shard_placement_fn=None)
+    assert strategy._reshard_after_forward is False and strategy._fully_shard_kwargs == {
+        "shard_placement_fn": None
+    }
+    assert FSDPStrategy(sharding_strategy="SHARD_GRAD_OP")._reshard_after_forward is False
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)
+    assert FSDPStrategy(mp_policy=policy).mp_policy is policy
+    assert FSDPStrategy(offload_policy=CPUOffloadPolicy(pin_memory=False))._cpu_offload == CPUOffloadPolicy(
+        pin_memory=False
+    )
+
+
+def test_a_function_in_model_parallels_first_position_is_named_as_the_accelerator_slot():
+    with pytest.raises(TypeError, match=r"ModelParallelStrategy\(parallelize_fn=\.\.\.\)"):
+        ModelParallelStrategy(identity)  # type: ignore[arg-type]
 
 
 def test_hybrid_mesh_must_cover_every_process():
@@ -163,8 +325,8 @@ def test_parallel_sizes():
     with pytest.raises(ValueError, match="needs 6 processes"):
         resolve_parallel_sizes(3, 2, num_nodes=1, devices_per_node=4)
     with pytest.raises(ValueError, match="positive integer"):
-        ModelParallelStrategy(lambda m, mesh: m, tensor_parallel_size=0)
-    strategy = ModelParallelStrategy(lambda m, mesh: m, data_parallel_size=3)
+        ModelParallelStrategy(parallelize_fn=lambda m, mesh: m, tensor_parallel_size=0)
+    strategy = ModelParallelStrategy(parallelize_fn=lambda m, mesh: m, data_parallel_size=3)
     with pytest.raises(ValueError, match="does not divide the 2 processes"):
         Fabric(accelerator="cpu", devices=2, strategy=strategy)
 
@@ -175,7 +337,7 @@ def identity(model: nn.Module, mesh: object) -> nn.Module:
 
 def test_configured_strategies_survive_pickling_for_spawned_processes():
     policies = {"auto_wrap_policy": {Block}, "activation_checkpointing_policy": ModuleWrapPolicy({Block})}
-    for strategy in (FSDPStrategy(**policies), ModelParallelStrategy(identity)):
+    for strategy in (FSDPStrategy(**policies), ModelParallelStrategy(parallelize_fn=identity)):
         configured = Fabric(accelerator="cpu", devices=2, strategy=strategy).strategy
         clone = pickle.loads(pickle.dumps(configured))
         assert type(clone) is type(strategy) and clone.num_processes == 2

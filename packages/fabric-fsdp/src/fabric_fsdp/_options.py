@@ -26,9 +26,11 @@ __all__ = [
     "ModulePredicate",
     "ShardingPlan",
     "check_compatibility_arguments",
+    "fully_shard_parameters",
     "offload_policy_for",
     "resolve_activation_checkpointing",
     "resolve_cpu_offload",
+    "resolve_fully_shard_kwargs",
     "resolve_mixed_precision",
     "resolve_module_policy",
     "resolve_sharding_strategy",
@@ -71,9 +73,13 @@ SHARDING_STRATEGIES: Final[dict[str, ShardingPlan]] = {
 def resolve_sharding_strategy(value: Any) -> ShardingPlan:
     """The plan for ``sharding_strategy``: a name (any case) or a ``torch.distributed.fsdp.ShardingStrategy``.
 
+    ``None`` means ``"FULL_SHARD"``.
+
     Raises:
         ValueError: The name is not a sharding strategy.
     """
+    if value is None:
+        return SHARDING_STRATEGIES["FULL_SHARD"]
     name = getattr(value, "name", value)
     plan = SHARDING_STRATEGIES.get(name.upper()) if isinstance(name, str) else None
     if plan is None:
@@ -86,24 +92,40 @@ def resolve_sharding_strategy(value: Any) -> ShardingPlan:
 
 
 def resolve_state_dict_type(value: Any) -> Literal["full", "sharded"]:
-    """Validate ``state_dict_type``.
+    """``state_dict_type`` as ``"full"`` or ``"sharded"``.
+
+    ``None`` means ``"sharded"``. FSDP1's ``StateDictType.FULL_STATE_DICT`` and
+    ``SHARDED_STATE_DICT`` mean ``"full"`` and ``"sharded"``.
 
     Raises:
-        ValueError: It is neither ``"full"`` nor ``"sharded"``.
+        ValueError: Any other value (FSDP1's ``LOCAL_STATE_DICT`` included: FSDP2 has no
+            flat-parameter layout to save).
     """
+    if value is None:
+        return "sharded"
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and name in _STATE_DICT_TYPES:
+        return _STATE_DICT_TYPES[name]
     if value not in ("full", "sharded"):
         raise ValueError(
-            f"state_dict_type={value!r} is not supported. Use 'sharded' (a torch.distributed.checkpoint "
-            "directory, each process writes its shards) or 'full' (one file written by rank 0)."
+            f"FSDPStrategy(state_dict_type={value!r}) is not supported. Use 'sharded' (a "
+            "torch.distributed.checkpoint directory, each process writes its shards) or 'full' (one file "
+            "written by rank 0); StateDictType.SHARDED_STATE_DICT and FULL_STATE_DICT mean the same."
         )
     return value
+
+
+_STATE_DICT_TYPES: Final[dict[str, Literal["full", "sharded"]]] = {
+    "FULL_STATE_DICT": "full",
+    "SHARDED_STATE_DICT": "sharded",
+}
 
 
 def resolve_cpu_offload(value: Any) -> bool | CPUOffloadPolicy:
     """``cpu_offload`` as ``False``, ``True`` (a policy fitting the device) or the policy given.
 
-    Accepts ``None``/``bool``, an FSDP2 ``CPUOffloadPolicy``, or FSDP1's
-    ``CPUOffload(offload_params=...)``.
+    Accepts ``None``/``bool``, an FSDP2 ``CPUOffloadPolicy`` (or a plain ``OffloadPolicy``:
+    no offloading), or FSDP1's ``CPUOffload(offload_params=...)``.
 
     Raises:
         TypeError: Any other value.
@@ -112,6 +134,8 @@ def resolve_cpu_offload(value: Any) -> bool | CPUOffloadPolicy:
         return bool(value)
     if isinstance(value, CPUOffloadPolicy):
         return value
+    if type(value) is OffloadPolicy:  # FSDP2's "no offloading"
+        return False
     if type(value).__name__ == "CPUOffload" and hasattr(value, "offload_params"):
         return bool(value.offload_params)
     raise TypeError(
@@ -203,10 +227,13 @@ def resolve_module_policy(value: Any, argument: str) -> ModulePredicate | None:
     - A callable ``fn(module) -> bool``.
     - An FSDP1 policy callable ``fn(module, recurse, nonwrapped_numel) -> bool`` (e.g.
       ``functools.partial(size_based_auto_wrap_policy, min_num_params=...)``): it is called
-      with ``recurse=False`` and the number of parameters not already claimed below.
+      with ``recurse=False`` and the number of parameters not already claimed below. Its
+      other parameters must be bound (``functools.partial``): a bare
+      ``transformer_auto_wrap_policy`` does not know the layer classes.
 
     Raises:
-        TypeError: Anything else; the message names ``argument``.
+        TypeError: Anything else, or an FSDP1 policy with parameters left unbound; the
+            message names ``argument`` and the fix.
     """
     if value is None:
         return None
@@ -217,30 +244,40 @@ def resolve_module_policy(value: Any, argument: str) -> ModulePredicate | None:
     if callable(lambda_fn):  # FSDP1 CustomPolicy
         return _ModuleCallable(lambda_fn)
     if callable(value):
-        return _FSDP1Callable(value) if _takes_fsdp1_arguments(value) else _ModuleCallable(value)
+        if not _takes_fsdp1_arguments(value):
+            return _ModuleCallable(value)
+        _check_bound(value, argument)
+        return _FSDP1Callable(value)
     raise TypeError(
         f"FSDPStrategy({argument}={value!r}) is not supported. Pass a set of layer classes (e.g. {{Block}}), "
         "a callable module -> bool, or an FSDP1 policy such as ModuleWrapPolicy({Block})."
     )
 
 
-def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicate | None:
-    """The predicate for ``activation_checkpointing`` (layer classes) or ``activation_checkpointing_policy``.
+def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicate | bool | None:
+    """What ``activation_checkpointing`` / ``activation_checkpointing_policy`` select for recomputation.
+
+    Returns:
+        ``None``: nothing is checkpointed (``None`` or ``False`` and no policy);
+        ``True``: the modules the auto-wrap policy selects;
+        otherwise the predicate for the layer classes or the policy given.
 
     Raises:
         ValueError: Both were given.
         TypeError: Either is of an unsupported kind.
     """
-    if layers is not None and policy is not None:
+    if layers is not None and layers is not False and policy is not None:
         raise ValueError(
-            "Pass either activation_checkpointing (layer classes) or activation_checkpointing_policy, not both; "
-            "activation_checkpointing_policy={Block} is the same as activation_checkpointing=[Block]."
+            "Pass either activation_checkpointing (True, or layer classes) or activation_checkpointing_policy, "
+            "not both; activation_checkpointing_policy={Block} is the same as activation_checkpointing=[Block]."
         )
-    if layers is not None:
+    if layers is True:
+        return True
+    if layers is not None and layers is not False:
         if _module_classes(layers) is None:
             raise TypeError(
-                f"FSDPStrategy(activation_checkpointing={layers!r}) must be a layer class or a list of them; "
-                "for a callable use activation_checkpointing_policy=."
+                f"FSDPStrategy(activation_checkpointing={layers!r}) must be True, False, a layer class or a list "
+                "of them; for a callable use activation_checkpointing_policy=."
             )
         return resolve_module_policy(layers, "activation_checkpointing")
     return resolve_module_policy(policy, "activation_checkpointing_policy")
@@ -249,19 +286,15 @@ def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicat
 def check_compatibility_arguments(
     use_orig_params: Any, limit_all_gathers: Any, sync_module_states: Any, forward_prefetch: Any
 ) -> None:
-    """Validate the FSDP1 flags that FSDP2 either always honours or does not need.
+    """Validate the FSDP1 flags that FSDP2 always honours, does not need, or maps.
+
+    Both values of ``use_orig_params`` and ``limit_all_gathers`` are accepted: FSDP2 always
+    keeps the original parameters (as DTensor shards), and bounds its in-flight all-gathers
+    without FSDP1's rate limiter.
 
     Raises:
-        ValueError: ``use_orig_params=False``: FSDP2 always keeps one parameter per original
-            parameter (as a DTensor shard) and has no flat-parameter mode.
         TypeError: A flag is not a bool.
     """
-    if use_orig_params is False:
-        raise ValueError(
-            "FSDPStrategy(use_orig_params=False) asks for FSDP1's flat parameters, which FSDP2 does not have: "
-            "every original parameter stays a parameter (a DTensor shard), as with use_orig_params=True. "
-            "Remove the argument."
-        )
     flags = {
         "use_orig_params": use_orig_params,
         "limit_all_gathers": limit_all_gathers,
@@ -271,6 +304,43 @@ def check_compatibility_arguments(
     for name, flag in flags.items():
         if flag is not None and not isinstance(flag, bool):
             raise TypeError(f"FSDPStrategy({name}={flag!r}) must be True or False.")
+
+
+def fully_shard_parameters() -> list[str]:
+    """The keyword parameters of this torch's ``fully_shard`` (everything but ``module``)."""
+    from torch.distributed.fsdp import fully_shard
+
+    return [name for name in inspect.signature(fully_shard).parameters if name != "module"]
+
+
+_FSDP1_ONLY_HINTS: Final[dict[str, str]] = {
+    "backward_prefetch": "FSDP2 prefetches the next all-gather in backward by itself",
+    "ignored_modules": "pass ignored_params={p for m in modules for p in m.parameters()} instead",
+    "ignored_states": "pass ignored_params={...} instead",
+    "param_init_fn": "build the model under fabric.init_module(empty_init=True) and give its layers "
+    "reset_parameters()",
+    "device_id": "Fabric places each process on its device",
+    "process_group": "pass device_mesh=... (a DeviceMesh) instead",
+}
+
+
+def resolve_fully_shard_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check that every extra keyword of ``FSDPStrategy`` is a parameter of ``fully_shard``.
+
+    Raises:
+        TypeError: A keyword is not one of ``fully_shard``'s parameters; the message lists
+            them (and says what to do instead for FSDP1-only keywords).
+    """
+    accepted = fully_shard_parameters()
+    unknown = [name for name in kwargs if name not in accepted]
+    if not unknown:
+        return dict(kwargs)
+    hints = [f"{name}: {_FSDP1_ONLY_HINTS[name]}" for name in unknown if name in _FSDP1_ONLY_HINTS]
+    raise TypeError(
+        f"FSDPStrategy got {', '.join(f'{name}=' for name in unknown)} which fully_shard does not take: extra "
+        f"keyword arguments go to torch.distributed.fsdp.fully_shard, whose parameters are "
+        f"{', '.join(accepted)}." + (f" FSDP1-only arguments: {'; '.join(hints)}." if hints else "")
+    )
 
 
 @dataclass(frozen=True)
@@ -312,6 +382,34 @@ def _module_classes(value: Any) -> tuple[type[nn.Module], ...] | None:
             return tuple(classes)
         raise TypeError(f"Expected nn.Module subclasses, got {sorted(map(repr, classes))}.")
     return None
+
+
+def _check_bound(function: Callable[..., Any], argument: str) -> None:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return
+    unbound = [
+        name
+        for name, parameter in parameters.items()
+        if name not in ("module", "recurse", "nonwrapped_numel")
+        and parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    if not unbound:
+        return
+    name = getattr(function, "__name__", repr(function))
+    if "transformer_layer_cls" in unbound:
+        fix = (
+            f"functools.partial({name}, transformer_layer_cls={{Block}}), or simply the set of layer classes: "
+            f"{argument}={{Block}}"
+        )
+    else:
+        fix = f"functools.partial({name}, {', '.join(f'{n}=...' for n in unbound)})"
+    raise TypeError(
+        f"FSDPStrategy({argument}={name}) is an FSDP1 policy whose {', '.join(unbound)} is not set, so it cannot "
+        f"decide which modules to select. Pass {fix} (with your own layer class for Block)."
+    )
 
 
 def _takes_fsdp1_arguments(function: Callable[..., Any]) -> bool:

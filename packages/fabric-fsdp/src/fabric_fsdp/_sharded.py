@@ -8,12 +8,13 @@ gradient synchronisation, clipping sharded gradients, and checkpoints.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -37,6 +38,9 @@ __all__ = ["ShardedStrategy"]
 
 class ShardedStrategy(ParallelStrategy, ABC):
     """A multi-process strategy whose modules hold DTensor shards (set up in place)."""
+
+    allows_repeated_setup: ClassVar[bool] = False
+    """Sharding replaces a module's parameters in place: sharding them again is refused."""
 
     _sharded_checkpoints: bool = True
 
@@ -78,16 +82,25 @@ class ShardedStrategy(ParallelStrategy, ABC):
         remembered, so optimizers built before this call are re-pointed at the shards by
         :meth:`setup_optimizer`.
 
+        A ``torch.compile``-d module is sharded inside (its ``_orig_mod``) and returned
+        compiled: compilation traces on the first call, after sharding. The sharded module
+        itself has no wrapper around it, so compiling it after this call works as well.
+
         Raises:
             TypeError: ``module`` holds FSDP1 ``FullyShardedDataParallel`` wrappers.
         """
         _refuse_fsdp1(module)
+        compiled = _compiled(module)
+        if compiled is not None:
+            module = compiled._orig_mod
         slots = ParameterSlots(module)
         module = self._parallelize(module)
         self._replacements.update(slots.replacements())
         if has_meta_tensors(module):
             warn_uninitialised(materialize(module, self._materialize_device()))
         self._modules.add(module)
+        if compiled is not None and module is compiled._orig_mod:
+            return compiled
         return module
 
     def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
@@ -232,6 +245,14 @@ def _reshard(module: nn.Module) -> None:
     for submodule in module.modules():
         if isinstance(submodule, FSDPModule):
             submodule.reshard()
+
+
+def _compiled(module: nn.Module) -> Any:
+    """``module`` if it is ``torch.compile``'s wrapper (``OptimizedModule``), else ``None``."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
+    if eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
+        return module
+    return None
 
 
 def _refuse_fsdp1(module: nn.Module) -> None:

@@ -63,11 +63,12 @@ def shard_module(
     root: nn.Module,
     *,
     mesh: DeviceMesh,
-    reshard_after_forward: bool,
+    reshard_after_forward: bool | int | None,
     wrap_predicate: ModulePredicate | None,
     mp_policy: MixedPrecisionPolicy,
     offload_policy: OffloadPolicy,
     forward_prefetch: bool,
+    extra: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Call ``fully_shard`` on each selected submodule, then on ``root`` (in place).
 
@@ -77,9 +78,15 @@ def shard_module(
 
     With ``forward_prefetch``, each selected submodule starts the all-gather of the next
     one (in selection order, which is execution order for models that call their layers in
-    the order they were registered) before its own forward runs.
+    the order they were registered) before its own forward runs. ``extra`` holds further
+    ``fully_shard`` keywords, passed to every call.
     """
-    common: dict[str, Any] = {"mesh": mesh, "mp_policy": mp_policy, "offload_policy": offload_policy}
+    common: dict[str, Any] = {
+        **(extra or {}),
+        "mesh": mesh,
+        "mp_policy": mp_policy,
+        "offload_policy": offload_policy,
+    }
     selected = select_modules(root, wrap_predicate) if wrap_predicate is not None else []
     sharded: list[FSDPModule] = []
     for module in selected:
@@ -87,7 +94,7 @@ def shard_module(
             fully_shard(module, reshard_after_forward=reshard_after_forward, **common)
         sharded.append(module)  # type: ignore[arg-type]
     if not isinstance(root, FSDPModule):
-        fully_shard(root, reshard_after_forward=None if reshard_after_forward else False, **common)
+        fully_shard(root, reshard_after_forward=False if reshard_after_forward is False else None, **common)
     if forward_prefetch:
         for current, following in itertools.pairwise(sharded):
             current.set_modules_to_forward_prefetch([following])

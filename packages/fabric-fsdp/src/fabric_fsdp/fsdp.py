@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +16,6 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.launchers.elastic import StartMethod
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
-from fabric_core.strategies.parallel import DEFAULT_TIMEOUT
 from fabric_fsdp import _options
 from fabric_fsdp._params import broadcast_module_states, has_meta_tensors
 from fabric_fsdp._sharded import ShardedStrategy
@@ -41,99 +40,131 @@ class FSDPStrategy(ShardedStrategy):
     parameter object, and optimizers built over the old ones are re-pointed at the shards
     when they are set up (they must not have stepped yet).
 
-    FSDP1 arguments kept for compatibility, and what they do on FSDP2:
+    FSDP1 arguments (the seed's constructor), and what they do on FSDP2:
 
-    - ``sharding_strategy``: ``FULL_SHARD`` (reshard after forward), ``SHARD_GRAD_OP``
-      (keep gathered parameters from forward to backward), ``HYBRID_SHARD`` (2-D mesh:
-      shard within a node, replicate across nodes; ``device_mesh`` sets the shape),
-      ``NO_SHARD`` (every process keeps everything; gradients are all-reduced).
-    - ``cpu_offload``: FSDP1's ``CPUOffload(offload_params=True)`` means ``True``: shards,
-      gradients and the optimizer step live in CPU memory (pinned only on CUDA).
+    - ``sharding_strategy``: ``None``/``FULL_SHARD`` (reshard after forward),
+      ``SHARD_GRAD_OP`` (keep gathered parameters from forward to backward),
+      ``HYBRID_SHARD`` (2-D mesh: shard within a node, replicate across nodes;
+      ``device_mesh`` sets the shape), ``NO_SHARD`` (every process keeps everything;
+      gradients are all-reduced).
+    - ``cpu_offload``: ``True`` keeps shards, gradients and the optimizer step in CPU memory
+      (an FSDP2 ``CPUOffloadPolicy``, pinned only on CUDA); FSDP1's
+      ``CPUOffload(offload_params=True)`` means the same. ``None``/``False``: no offloading.
     - ``mixed_precision``: FSDP1's ``MixedPrecision`` maps ``param_dtype``,
-      ``reduce_dtype`` and ``cast_forward_inputs``; ``buffer_dtype`` casts buffers once;
-      ``keep_low_precision_grads=True`` is refused.
+      ``reduce_dtype`` and ``cast_forward_inputs`` onto FSDP2's ``MixedPrecisionPolicy``;
+      ``buffer_dtype`` casts buffers once; ``keep_low_precision_grads=True`` is refused.
     - ``auto_wrap_policy``: FSDP1's ``ModuleWrapPolicy``, ``CustomPolicy`` and
       ``(module, recurse, nonwrapped_numel)`` callables (size- and transformer-based
-      policies) select the modules that get their own ``fully_shard``.
-    - ``use_orig_params``: FSDP2 always works on the original parameters; ``True`` is
-      accepted, ``False`` (flat parameters) is refused.
-    - ``limit_all_gathers``: accepted and ignored; FSDP2 bounds the memory of in-flight
+      policies, bound with ``functools.partial``) select the modules that get their own
+      ``fully_shard`` (see :meth:`configure_fsdp_auto_wrap_policy`).
+    - ``activation_checkpointing``: ``True`` recomputes, in backward, the activations of
+      the modules the wrap policy selects; layer classes select those instead.
+    - ``state_dict_type``: ``None``/``"sharded"``/``StateDictType.SHARDED_STATE_DICT`` or
+      ``"full"``/``StateDictType.FULL_STATE_DICT``.
+    - ``use_orig_params``: both values accepted; FSDP2 always works on the original
+      parameters (each one a DTensor shard), which is FSDP1's ``use_orig_params=True``.
+    - ``limit_all_gathers``: both values accepted; FSDP2 bounds the memory of in-flight
       all-gathers itself, without FSDP1's CPU-blocking rate limiter.
     - ``sync_module_states``: ``True`` broadcasts rank 0's parameters and buffers before
-      sharding (FSDP2 itself takes each shard from the local copy of each process).
+      sharding, so processes that initialised differently start equal; ``False`` (FSDP2's
+      behaviour) takes each shard from the local copy of each process.
     - ``forward_prefetch``: ``True`` makes each wrapped module start the next one's
-      all-gather before its own forward (explicit prefetching in FSDP2).
+      all-gather before its own forward (FSDP2's explicit prefetching,
+      ``set_modules_to_forward_prefetch``); ``False`` is FSDP2's default, where each
+      module's all-gather is issued when its forward starts.
 
     Args:
-        accelerator: The accelerator; set by ``Fabric`` when omitted.
+        cpu_offload: ``True``, an FSDP2 ``CPUOffloadPolicy``, or FSDP1's ``CPUOffload``
+            (``None``: no offloading).
+        mixed_precision: An FSDP2 ``MixedPrecisionPolicy`` or FSDP1's ``MixedPrecision``;
+            wins over the policy a precision string implies (``None``: the precision
+            plugin's policy).
+        auto_wrap_policy: Which submodules get their own ``fully_shard``: a set of layer
+            classes, a callable ``module -> bool``, or an FSDP1 policy (``None``: the whole
+            model is one unit).
+        activation_checkpointing: ``True`` (the wrap policy's modules), layer class(es), or
+            ``None``/``False`` (none).
+        activation_checkpointing_policy: Which modules to checkpoint, in the forms
+            ``auto_wrap_policy`` takes.
+        sharding_strategy: ``"FULL_SHARD"`` (``None``), ``"SHARD_GRAD_OP"``,
+            ``"HYBRID_SHARD"``, ``"NO_SHARD"``, or ``torch.distributed.fsdp.ShardingStrategy``.
+        state_dict_type: ``"sharded"`` (``None``; a DCP directory, loadable at any world
+            size) or ``"full"`` (one file written by rank 0, loadable by plain ``torch.load``).
+        use_orig_params: FSDP1 compatibility, see above.
+        limit_all_gathers: FSDP1 compatibility, see above.
+        sync_module_states: See above.
+        forward_prefetch: See above.
         parallel_devices: One device per process on this node; set by ``Fabric`` when omitted.
         cluster_environment: Where ranks come from; detected when omitted.
         checkpoint_io: How full (single-file) checkpoints are written.
-        precision: The precision plugin; ``Fabric(precision="bf16-mixed")`` gives
+        precision_plugin: The precision plugin; ``Fabric(precision="bf16-mixed")`` gives
             :class:`~fabric_fsdp.FSDPPrecision`.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
-        timeout: How long collectives wait for the other processes.
-        cpu_offload: ``True``, an FSDP2 ``CPUOffloadPolicy``, or FSDP1's ``CPUOffload``.
-        mixed_precision: An FSDP2 ``MixedPrecisionPolicy`` or FSDP1's ``MixedPrecision``;
-            wins over the policy a precision string implies.
-        auto_wrap_policy: Which submodules get their own ``fully_shard``: a set of layer
-            classes, a callable ``module -> bool``, or an FSDP1 policy.
-        activation_checkpointing: Layer class(es) whose activations are recomputed in backward.
-        activation_checkpointing_policy: The same as a policy (same forms as ``auto_wrap_policy``).
-        sharding_strategy: ``"FULL_SHARD"`` (default), ``"SHARD_GRAD_OP"``, ``"HYBRID_SHARD"``,
-            ``"NO_SHARD"``, or ``torch.distributed.fsdp.ShardingStrategy``.
-        state_dict_type: ``"sharded"`` (default; a DCP directory, loadable at any world
-            size) or ``"full"`` (one file written by rank 0, loadable by plain ``torch.load``).
+        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        accelerator: The accelerator; set by ``Fabric`` when omitted.
         device_mesh: ``(replicate, shard)`` sizes for ``HYBRID_SHARD`` (default: nodes x
             processes per node), or a ready ``DeviceMesh``.
-        use_orig_params: FSDP1 compatibility, see above.
-        limit_all_gathers: FSDP1 compatibility, see above.
-        sync_module_states: FSDP1 compatibility, see above.
-        forward_prefetch: FSDP1 compatibility, see above.
-        precision_plugin: Another name for ``precision`` (older spelling).
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
+        precision: Lightning Fabric's name for ``precision_plugin``.
+        **kwargs: Passed to every ``fully_shard`` call: ``reshard_after_forward`` (wins over
+            the sharding strategy's value for the wrapped modules), ``shard_placement_fn``,
+            ``ignored_params``, ...; ``mesh``, ``mp_policy`` and ``offload_policy`` are other
+            spellings of ``device_mesh``, ``mixed_precision`` and ``cpu_offload``.
+
+    Everything after ``timeout`` is keyword-only.
 
     Raises:
-        ValueError, TypeError: An argument has a value FSDP2 cannot honour; the message
-            says what to pass instead.
+        ValueError, TypeError: An argument has a value FSDP2 cannot honour, or a keyword is
+            not a parameter of ``fully_shard``; the message says what to pass instead.
     """
 
     def __init__(
         self,
-        accelerator: Accelerator | None = None,
-        parallel_devices: list[torch.device] | None = None,
-        cluster_environment: ClusterEnvironment | None = None,
-        checkpoint_io: CheckpointIO | None = None,
-        precision: Precision | None = None,
-        process_group_backend: str | None = None,
-        timeout: timedelta | None = DEFAULT_TIMEOUT,
         cpu_offload: Any = None,
         mixed_precision: Any = None,
         auto_wrap_policy: Any = None,
         activation_checkpointing: Any = None,
         activation_checkpointing_policy: Any = None,
-        sharding_strategy: Any = "FULL_SHARD",
-        state_dict_type: Literal["full", "sharded"] = "sharded",
-        device_mesh: tuple[int, int] | DeviceMesh | None = None,
-        use_orig_params: bool | None = None,
-        limit_all_gathers: bool | None = None,
-        sync_module_states: bool | None = None,
-        forward_prefetch: bool | None = None,
+        sharding_strategy: Any = None,
+        state_dict_type: Any = None,
+        use_orig_params: bool = False,
+        limit_all_gathers: bool = True,
+        sync_module_states: bool = False,
+        forward_prefetch: bool = False,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
         precision_plugin: Precision | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = None,
+        *,
+        accelerator: Accelerator | None = None,
+        device_mesh: tuple[int, int] | DeviceMesh | None = None,
         start_method: StartMethod = "popen",
+        precision: Precision | None = None,
+        **kwargs: Any,
     ) -> None:
-        if precision is not None and precision_plugin is not None:
-            raise ValueError("Pass the precision plugin as precision= or precision_plugin=, not both.")
         _options.check_compatibility_arguments(
             use_orig_params, limit_all_gathers, sync_module_states, forward_prefetch
         )
+        shard_kwargs = _options.resolve_fully_shard_kwargs(kwargs)
+        device_mesh = _take_spelling(shard_kwargs, "mesh", "device_mesh", device_mesh)
+        mixed_precision = _take_spelling(shard_kwargs, "mp_policy", "mixed_precision", mixed_precision)
+        cpu_offload = _take_spelling(shard_kwargs, "offload_policy", "cpu_offload", cpu_offload)
         self._plan = _options.resolve_sharding_strategy(sharding_strategy)
+        self._reshard_after_forward: bool | int | None = shard_kwargs.pop(
+            "reshard_after_forward", self._plan.reshard_after_forward
+        )
+        self._fully_shard_kwargs = shard_kwargs
         self._cpu_offload = _options.resolve_cpu_offload(cpu_offload)
         self._mixed_precision = _options.resolve_mixed_precision(mixed_precision)
+        self._auto_wrap_policy = auto_wrap_policy
         self._wrap_predicate = _options.resolve_module_policy(auto_wrap_policy, "auto_wrap_policy")
-        self._checkpoint_predicate = _options.resolve_activation_checkpointing(
+        self._checkpointing = _options.resolve_activation_checkpointing(
             activation_checkpointing, activation_checkpointing_policy
         )
+        if self._checkpointing is True and auto_wrap_policy is None and not self._overrides_wrap_policy():
+            raise ValueError(_CHECKPOINTING_NEEDS_POLICY)
         self._sharded_checkpoints = _options.resolve_state_dict_type(state_dict_type) == "sharded"
         self._mesh_argument = _check_mesh_argument(device_mesh, self._plan)
         self._sync_module_states = bool(sync_module_states)
@@ -144,7 +175,8 @@ class FSDPStrategy(ShardedStrategy):
             parallel_devices=parallel_devices,
             cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io,
-            precision=precision if precision is not None else precision_plugin,
+            precision_plugin=precision_plugin,
+            precision=precision,
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method=start_method,
@@ -196,7 +228,30 @@ class FSDPStrategy(ShardedStrategy):
             return self.precision.mp_policy
         return MixedPrecisionPolicy()
 
+    def configure_fsdp_auto_wrap_policy(self, module: nn.Module) -> Any:
+        """The auto-wrap policy for ``module``: which of its submodules get their own ``fully_shard``.
+
+        ``fabric.setup`` calls it once per model, before sharding. The default returns the
+        ``auto_wrap_policy`` the strategy was built with (``None``: the whole model is one
+        unit). Override it to choose per model, e.g. by looking for the model's repeated
+        block class; any form ``auto_wrap_policy`` accepts may be returned. With
+        ``activation_checkpointing=True``, the modules it selects are also checkpointed.
+        """
+        return self._auto_wrap_policy
+
     def _parallelize(self, module: nn.Module) -> nn.Module:
+        policy = self.configure_fsdp_auto_wrap_policy(module)
+        wrap_predicate = (
+            self._wrap_predicate
+            if policy is self._auto_wrap_policy
+            else _options.resolve_module_policy(policy, "auto_wrap_policy")
+        )
+        if self._checkpointing is True:
+            if wrap_predicate is None:
+                raise ValueError(_CHECKPOINTING_NEEDS_POLICY)
+            checkpoint_predicate: _options.ModulePredicate | None = wrap_predicate
+        else:
+            checkpoint_predicate = self._checkpointing if callable(self._checkpointing) else None
         buffer_dtype = self._mixed_precision.buffer_dtype if self._mixed_precision else None
         if buffer_dtype is not None:
             for buffer in module.buffers():
@@ -204,17 +259,21 @@ class FSDPStrategy(ShardedStrategy):
                     buffer.data = buffer.data.to(buffer_dtype)
         if self._sync_module_states and not has_meta_tensors(module):
             broadcast_module_states(module)
-        if self._checkpoint_predicate is not None:
-            apply_activation_checkpointing(module, self._checkpoint_predicate)
+        if checkpoint_predicate is not None:
+            apply_activation_checkpointing(module, checkpoint_predicate)
         return shard_module(
             module,
             mesh=self.device_mesh,
-            reshard_after_forward=self._plan.reshard_after_forward,
-            wrap_predicate=self._wrap_predicate,
+            reshard_after_forward=self._reshard_after_forward,
+            wrap_predicate=wrap_predicate,
             mp_policy=self.mp_policy,
             offload_policy=_options.offload_policy_for(self._cpu_offload, self.root_device.type),
             forward_prefetch=self._forward_prefetch,
+            extra=self._fully_shard_kwargs,
         )
+
+    def _overrides_wrap_policy(self) -> bool:
+        return type(self).configure_fsdp_auto_wrap_policy is not FSDPStrategy.configure_fsdp_auto_wrap_policy
 
     def _materialize_device(self) -> torch.device:
         return torch.device("cpu") if self._cpu_offload is not False else self.root_device
@@ -236,8 +295,28 @@ class FSDPStrategy(ShardedStrategy):
     def __repr__(self) -> str:
         return (
             f"FSDPStrategy(sharding_strategy={self._plan.name}, cpu_offload={self._cpu_offload!r}, "
+            f"activation_checkpointing={self._checkpointing is not None}, "
             f"state_dict_type={'sharded' if self._sharded_checkpoints else 'full'}, precision={self._precision!r})"
         )
+
+
+_CHECKPOINTING_NEEDS_POLICY = (
+    "FSDPStrategy(activation_checkpointing=True) checkpoints the modules auto_wrap_policy selects, and there "
+    "is no auto_wrap_policy. Pass auto_wrap_policy={Block} as well (your repeated layer class), or name the "
+    "layers to checkpoint: activation_checkpointing_policy={Block}."
+)
+
+
+def _take_spelling(kwargs: dict[str, Any], fully_shard_name: str, own_name: str, own_value: Any) -> Any:
+    """``own_value``, or the value of the same setting given under ``fully_shard``'s name in ``kwargs``."""
+    if fully_shard_name not in kwargs:
+        return own_value
+    if own_value is not None:
+        raise ValueError(
+            f"FSDPStrategy got both {own_name}= and {fully_shard_name}= (fully_shard's name for the same "
+            "setting). Pass one."
+        )
+    return kwargs.pop(fully_shard_name)
 
 
 def _check_mesh_argument(value: Any, plan: _options.ShardingPlan) -> tuple[int, int] | DeviceMesh | None:

@@ -35,7 +35,7 @@ from fsdp_common import (
 )
 
 from fabric_core import Fabric
-from fabric_fsdp import FSDPStrategy
+from fabric_fsdp import FSDPPrecision, FSDPStrategy
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full_shard": {},
@@ -190,7 +190,9 @@ def main(fabric: Fabric, out_dir: Path) -> None:
     facts["bf16"] = bf16(
         Fabric(accelerator="cpu", devices=2, strategy="fsdp", precision="bf16-mixed"), out_dir
     )
-    facts["fp16"] = fp16(Fabric(accelerator="cpu", devices=2, strategy="fsdp", precision="16-mixed"))
+    # Fabric(precision="16-mixed") runs as bf16-mixed on a CPU; the plugin itself insists on float16
+    fp16_strategy = FSDPStrategy(precision_plugin=FSDPPrecision("float16", "cpu"))
+    facts["fp16"] = fp16(Fabric(accelerator="cpu", devices=2, strategy=fp16_strategy))
     facts["memory"] = memory_ratio(fabric)
     if fabric.is_global_zero:
         write_json(out_dir / "facts.json", facts)

@@ -103,7 +103,9 @@ def main(fabric: Fabric, out_dir: Path, devices: int, data_parallel: int, meta: 
 
 if __name__ == "__main__":
     out, devices, data_parallel = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    strategy = ModelParallelStrategy(parallelize, data_parallel_size=data_parallel, start_method="fork")
+    strategy = ModelParallelStrategy(
+        parallelize_fn=parallelize, data_parallel_size=data_parallel, start_method="fork"
+    )
     Fabric(accelerator="cpu", devices=devices, strategy=strategy).launch(
         main, out, devices, data_parallel, "--meta" in sys.argv
     )
