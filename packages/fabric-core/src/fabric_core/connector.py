@@ -127,7 +127,7 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
     if name == "auto":
         if strategy_default is not None:
             return _available_accelerator(
-                strategy_default, f"the strategy's accelerator '{strategy_default}'"
+                strategy_default, f"The strategy runs on accelerator='{strategy_default}'"
             )
         candidates = []
         for entry in ACCELERATOR_REGISTRY.entries():
@@ -138,19 +138,21 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
             if cls.is_available():
                 return ACCELERATOR_REGISTRY.build(candidate)
         return ACCELERATOR_REGISTRY.build("cpu")
-    return _available_accelerator(name, f"Fabric(accelerator='{accelerator}')")
+    return _available_accelerator(name, f"Fabric(accelerator='{accelerator}') was requested")
 
 
-def _available_accelerator(name: str, requested: str) -> Accelerator:
+def _available_accelerator(name: str, subject: str) -> Accelerator:
     cls = ACCELERATOR_REGISTRY.get(name)
     if not cls.is_available():
         reason = cls.unavailable_reason().rstrip(".")
+        if reason[:2].istitle():  # "No XLA device ..." continues the sentence as "no XLA device ..."
+            reason = reason[0].lower() + reason[1:]
         hint = (
             ""
             if "accelerator='cpu'" in reason
             else " Use accelerator='cpu', or 'auto' to pick what is available."
         )
-        raise RuntimeError(f"{requested} was requested, but {reason}.{hint}")
+        raise RuntimeError(f"{subject}, but {reason}.{hint}")
     return ACCELERATOR_REGISTRY.build(name)
 
 
