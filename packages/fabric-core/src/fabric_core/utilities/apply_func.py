@@ -24,17 +24,21 @@ def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
     Dicts, lists, tuples, named tuples and dataclass instances are rebuilt with the same
     type; everything else is returned unchanged.
     """
-    if isinstance(data, torch.Tensor):
+    return _apply(data, lambda value: isinstance(value, torch.Tensor), function)
+
+
+def _apply(data: Any, is_leaf: Callable[[Any], bool], function: Callable[[Any], Any]) -> Any:
+    if is_leaf(data):
         return function(data)
     if isinstance(data, Mapping):
-        return type(data)({key: apply_to_tensors(value, function) for key, value in data.items()})  # type: ignore[call-arg]
+        return type(data)({key: _apply(value, is_leaf, function) for key, value in data.items()})  # type: ignore[call-arg]
     if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(apply_to_tensors(value, function) for value in data))
+        return type(data)(*(_apply(value, is_leaf, function) for value in data))
     if isinstance(data, (list, tuple)):
-        return type(data)(apply_to_tensors(value, function) for value in data)
+        return type(data)(_apply(value, is_leaf, function) for value in data)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         changes = {
-            f.name: apply_to_tensors(getattr(data, f.name), function)
+            f.name: _apply(getattr(data, f.name), is_leaf, function)
             for f in dataclasses.fields(data)
             if f.init
         }
@@ -69,18 +73,15 @@ def as_tensor(value: Any, device: torch.device | str | None = None) -> Any:
 
 def convert_to_tensors(data: Any, device: torch.device | str | None = None) -> Any:
     """Turn every number in nested collections into a tensor, and move every tensor to ``device``."""
-    if isinstance(data, torch.Tensor):
-        return data.to(device) if device is not None else data
-    converted = as_tensor(data, device)
-    if converted is not data:
-        return converted
-    if isinstance(data, Mapping):
-        return type(data)({key: convert_to_tensors(value, device) for key, value in data.items()})  # type: ignore[call-arg]
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(convert_to_tensors(value, device) for value in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(convert_to_tensors(value, device) for value in data)
-    return data
+
+    def is_leaf(value: Any) -> bool:
+        return isinstance(value, (torch.Tensor, int, float)) or _is_numpy_value(value)
+
+    def convert(value: Any) -> torch.Tensor:
+        tensor = as_tensor(value, device)
+        return tensor.to(device) if device is not None else tensor
+
+    return _apply(data, is_leaf, convert)
 
 
 def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
