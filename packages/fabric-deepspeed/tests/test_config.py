@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
+import math
+from typing import Any
 
 import pytest
+import torch
 
 from fabric_core import Fabric
 from fabric_core.precision import MixedPrecision
@@ -107,10 +112,13 @@ def test_fabric_precision_enables_bf16(precision):
     assert strategy.config["bf16"] == {"enabled": True} and strategy.config["fp16"] == {"enabled": False}
 
 
-@pytest.mark.parametrize("precision", ["16-mixed", "16-true"])
-def test_float16_on_the_cpu_is_refused(precision):
+def test_float16_on_the_cpu_is_refused_or_resolved_as_fabric_resolves_it():
     with pytest.raises(ValueError, match=r"needs a GPU.*Use precision='bf16-mixed' or '32-true' on the CPU"):
-        fabric(precision=precision)
+        fabric(precision="16-true")
+    # Fabric resolves 16-mixed on a CPU to bf16-mixed (with a warning) before DeepSpeed sees it.
+    with pytest.warns(UserWarning, match=r"runs as precision='bf16-mixed'"):
+        strategy = fabric(precision="16-mixed").strategy
+    assert strategy.precision.precision == "bf16-mixed" and strategy.config["bf16"] == {"enabled": True}
 
 
 def test_a_config_that_enables_float16_on_the_cpu_is_refused():
@@ -223,3 +231,120 @@ def test_explicitly_disabled_offload_is_checked_against_the_config():
             "DeepSpeedStrategy(offload_optimizer=False)",
         )
     ]
+
+
+# -- the seed's signature ---------------------------------------------------------------
+
+SEED_SIGNATURE = [
+    ("stage", 2),
+    ("remote_device", None),
+    ("offload_optimizer", False),
+    ("offload_parameters", False),
+    ("offload_params_device", "cpu"),
+    ("nvme_path", None),
+    ("params_buffer_count", 5),
+    ("params_buffer_size", 100_000_000),
+    ("max_in_cpu", 1_000_000_000),
+    ("offload_optimizer_device", "cpu"),
+    ("optimizer_buffer_count", 4),
+    ("block_size", 1048576),
+    ("queue_depth", 8),
+    ("single_submit", False),
+    ("overlap_events", True),
+    ("thread_count", 1),
+    ("config", None),
+    ("logging_level", logging.WARN),
+    ("parallel_devices", None),
+    ("cluster_environment", None),
+    ("checkpoint_io", None),
+    ("precision_plugin", None),
+    ("process_group_backend", None),
+    ("timeout", None),
+]
+"""``DeepSpeedStrategy.__init__`` as the seed writes it (before ``**kwargs``)."""
+
+
+def test_the_constructor_has_the_seeds_parameters_order_and_defaults_then_keyword_only_extras():
+    parameters = list(inspect.signature(DeepSpeedStrategy.__init__).parameters.values())[1:]
+    positional = [p for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == SEED_SIGNATURE
+    assert parameters[-1].kind is inspect.Parameter.VAR_KEYWORD
+    extras = [p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert {p.name for p in extras} == {"accelerator", "precision"}
+    assert DeepSpeedStrategy.allows_repeated_setup is False
+
+
+def test_passing_the_documented_defaults_changes_nothing():
+    defaults = dict(SEED_SIGNATURE)
+    by_keyword = DeepSpeedStrategy(**defaults)
+    by_position = DeepSpeedStrategy(*defaults.values())
+    assert by_keyword.config == by_position.config == DeepSpeedStrategy().config
+    # the two of issue 10, which used to raise "has no effect"
+    assert DeepSpeedStrategy(offload_optimizer_device="cpu", optimizer_buffer_count=4).config == (
+        DeepSpeedStrategy().config
+    )
+    # a default does not contradict the config: the seed's config snippet keeps its stage 3
+    seed_config = {
+        "zero_optimization": {
+            "stage": 3,
+            "offload_optimizer": {"device": "cpu"},
+            "offload_param": {"device": "cpu"},
+        },
+        "train_micro_batch_size_per_gpu": 1,
+    }
+    for strategy in (
+        DeepSpeedStrategy(config=seed_config),
+        DeepSpeedStrategy(**{**defaults, "config": seed_config}),
+    ):
+        assert strategy.zero_stage == 3
+        assert strategy.config["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
+
+
+def test_a_non_default_detail_without_effect_is_still_refused():
+    with pytest.raises(DeepSpeedConfigError, match=r"optimizer_buffer_count=3\) has no effect"):
+        DeepSpeedStrategy(optimizer_buffer_count=3)
+    with pytest.raises(DeepSpeedConfigError, match=r"offload_params_device='nvme'\) has no effect"):
+        DeepSpeedStrategy(stage=3, offload_params_device="nvme")
+    # a value of another type than the default is checked as given
+    with pytest.raises(ValueError, match=r"single_submit=0\) must be True or False"):
+        DeepSpeedStrategy(single_submit=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"stage=2.0.* use 0, 1, 2 or 3"):
+        DeepSpeedStrategy(stage=2.0)  # type: ignore[arg-type]
+
+
+def test_precision_is_the_keyword_only_alias_of_precision_plugin():
+    plugin = DeepSpeedPrecision("bf16-mixed")
+    assert DeepSpeedStrategy(precision=plugin).config["bf16"] == {"enabled": True}
+    with pytest.raises(ValueError, match=r"same argument under two names"):
+        DeepSpeedStrategy(precision_plugin=plugin, precision=plugin)
+
+
+def test_configure_deepspeed_config_returns_the_completed_config():
+    strategy = DeepSpeedStrategy()
+    returned = strategy.configure_deepspeed_config(
+        {"zero_optimization": {"stage": 1}, "gradient_clipping": 2.0}
+    )
+    assert (
+        returned
+        == strategy.config
+        == {
+            "zero_optimization": {"stage": 1},
+            "gradient_clipping": 2.0,
+            "zero_allow_untested_optimizer": True,
+            "train_micro_batch_size_per_gpu": 1,
+        }
+    )
+    returned["gradient_clipping"] = 3.0
+    assert strategy.config["gradient_clipping"] == 2.0, "the returned dict is a copy"
+
+
+def test_clipping_arguments_deepspeed_cannot_honour_are_refused_in_words():
+    strategy = DeepSpeedStrategy()
+    module = torch.nn.Linear(1, 1)
+    optimizer: Any = object()  # not set up (a real torch optimizer costs torch's first-use import, seconds)
+    with pytest.raises(ValueError, match=r"norm_type=inf.*L2 norm of the gradients only"):
+        strategy.clip_gradients_norm(module, optimizer, 1.0, norm_type=math.inf)
+    with pytest.raises(RuntimeError, match=r"not set up by this DeepSpeed strategy"):
+        strategy.clip_gradients_norm(module, optimizer, 1.0)
+    with pytest.raises(RuntimeError, match=r"not set up by this DeepSpeed strategy"):
+        strategy.clip_gradients_value(module, optimizer, 1.0)

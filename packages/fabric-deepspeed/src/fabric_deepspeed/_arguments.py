@@ -2,6 +2,10 @@
 
 ``None`` stands for "not given" throughout: a given argument is a statement the user
 config must agree with, a missing one leaves the user config (or a default) in charge.
+``DeepSpeedStrategy`` has the seed's literal defaults in its signature (``stage=2``,
+``offload_optimizer_device="cpu"``, ...); :func:`given_arguments` turns an argument equal to
+its documented default into "not given", so passing a default explicitly never conflicts
+with a config nor counts as a detail that "has no effect".
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["EXTRA_SETTINGS", "OFFLOAD_DEVICES", "DeepSpeedArguments", "check_arguments"]
+__all__ = [
+    "EXTRA_SETTINGS",
+    "OFFLOAD_DEVICES",
+    "SEED_DEFAULTS",
+    "DeepSpeedArguments",
+    "check_arguments",
+    "given_arguments",
+]
 
 OFFLOAD_DEVICES: Final = ("cpu", "nvme")
 """Where ZeRO can offload optimizer states and parameters."""
@@ -53,6 +64,29 @@ EXTRA_SETTINGS: Final[dict[str, tuple[str, ...]]] = {
 """The further keyword arguments of ``DeepSpeedStrategy`` and where each goes in the config.
 
 ``pin_memory`` is accepted too: it sets ``pin_memory`` of every active offload section.
+"""
+
+SEED_DEFAULTS: Final[dict[str, Any]] = {
+    "stage": 2,
+    "offload_optimizer": False,
+    "offload_parameters": False,
+    "offload_params_device": "cpu",
+    "nvme_path": None,
+    "params_buffer_count": 5,
+    "params_buffer_size": 100_000_000,
+    "max_in_cpu": 1_000_000_000,
+    "offload_optimizer_device": "cpu",
+    "optimizer_buffer_count": 4,
+    "block_size": 1048576,
+    "queue_depth": 8,
+    "single_submit": False,
+    "overlap_events": True,
+    "thread_count": 1,
+}
+"""The documented defaults of the config-shaping arguments (the seed's signature).
+
+Each is also what DeepSpeed (or fabric, for ``stage``) uses when nothing is said, so an
+argument equal to its default states nothing: the user config, if any, stays in charge.
 """
 
 _BOOLEANS: Final = ("offload_optimizer", "offload_parameters", "single_submit", "overlap_events")
@@ -103,6 +137,25 @@ class DeepSpeedArguments:
         return None if value is None else f"DeepSpeedStrategy({name}={value!r})"
 
 
+def given_arguments(values: Mapping[str, Any], extras: Mapping[str, Any]) -> DeepSpeedArguments:
+    """The arguments as statements: each value equal to its :data:`SEED_DEFAULTS` entry becomes ``None``.
+
+    A value counts as the default only if it has the default's type too (``stage=2``
+    is the default, ``stage=2.0`` or ``single_submit=0`` are checked as given values).
+
+    Args:
+        values: The config-shaping arguments by name (the keys of :data:`SEED_DEFAULTS`).
+        extras: The further keyword arguments (see :data:`EXTRA_SETTINGS`).
+    """
+    given = {name: None if _is_default(name, value) else value for name, value in values.items()}
+    return DeepSpeedArguments(**given, extras=dict(extras))
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = SEED_DEFAULTS[name]
+    return value is default or (type(value) is type(default) and value == default)
+
+
 def check_arguments(arguments: DeepSpeedArguments) -> None:
     """Refuse unknown keyword arguments and values of the wrong kind, before anything runs.
 
@@ -118,7 +171,9 @@ def check_arguments(arguments: DeepSpeedArguments) -> None:
             f"accepts: {accepted}. Put any other DeepSpeed setting in config={{...}}."
         )
     stage = arguments.stage
-    if stage is not None and (isinstance(stage, bool) or stage not in (0, 1, 2, 3)):
+    if stage is not None and (
+        isinstance(stage, bool) or not isinstance(stage, int) or stage not in (0, 1, 2, 3)
+    ):
         raise ValueError(f"DeepSpeedStrategy(stage={stage!r}) is not a ZeRO stage; use 0, 1, 2 or 3.")
     for name in ("offload_optimizer_device", "offload_params_device"):
         device = arguments.value(name)

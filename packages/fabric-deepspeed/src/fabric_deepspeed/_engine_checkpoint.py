@@ -62,13 +62,23 @@ class SplitState:
     rest: dict[str, Any]
 
 
-def split_state(state: Mapping[str, Any], engines: Sequence[Any]) -> SplitState:
-    """Find the one DeepSpeed model of ``state`` (one of ``engines``) and its optimizer.
+def split_state(state: Mapping[str, Any], engines: Sequence[tuple[Any, Sequence[Any]]]) -> SplitState:
+    """Find the one DeepSpeed model of ``state`` and its optimizer.
+
+    Args:
+        state: What ``fabric.save`` / ``fabric.load`` got (unwrapped).
+        engines: Each set-up engine with the objects that stand for its optimizer (the
+            optimizer ``fabric.setup`` returned, DeepSpeed's, the one passed in).
 
     Raises:
         ValueError: The state holds no model set up by this strategy, or several.
     """
-    found = [(key, value) for key, value in state.items() if any(value is engine for engine in engines)]
+    found = [
+        (key, value, aliases)
+        for key, value in state.items()
+        for engine, aliases in engines
+        if value is engine
+    ]
     if not found:
         raise ValueError(
             "A DeepSpeed checkpoint is written and read by the engine of a model set up with fabric.setup(), and "
@@ -76,14 +86,13 @@ def split_state(state: Mapping[str, Any], engines: Sequence[Any]) -> SplitState:
             "...})."
         )
     if len(found) > 1:
-        names = ", ".join(repr(key) for key, _ in found)
+        names = ", ".join(repr(key) for key, _, _ in found)
         raise ValueError(
             f"The state holds {len(found)} DeepSpeed models ({names}), but a DeepSpeed checkpoint directory holds "
             "one engine. Save each model (with its optimizer) to its own path."
         )
-    module_key, engine = found[0]
-    optimizer = getattr(engine, "optimizer", None)
-    optimizer_keys = [key for key, value in state.items() if optimizer is not None and value is optimizer]
+    module_key, engine, aliases = found[0]
+    optimizer_keys = [key for key, value in state.items() if any(value is alias for alias in aliases)]
     rest = {key: value for key, value in state.items() if key != module_key and key not in optimizer_keys}
     return SplitState(engine, module_key, optimizer_keys[0] if optimizer_keys else None, rest)
 

@@ -9,11 +9,11 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import torch
 from torch import nn
@@ -24,10 +24,13 @@ from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
-from fabric_core.strategies.parallel import DEFAULT_TIMEOUT, ParallelStrategy
+from fabric_core.strategies.parallel import ParallelStrategy
+from fabric_core.strategies.strategy import pick_precision_plugin
 from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
 from fabric_core.utilities.init import SkipParameterInit
-from fabric_deepspeed._arguments import DeepSpeedArguments, check_arguments
+from fabric_core.utilities.rank_zero import warn_once
+from fabric_deepspeed._arguments import check_arguments, given_arguments
+from fabric_deepspeed._clipping import check_norm_type, clamp_gradients, clip_now, total_grad_norm
 from fabric_deepspeed._config import (
     DeepSpeedConfigError,
     build_config,
@@ -36,6 +39,7 @@ from fabric_deepspeed._config import (
     zero_stage,
 )
 from fabric_deepspeed._engine_checkpoint import load_engine_checkpoint, save_engine_checkpoint, split_state
+from fabric_deepspeed._optimizer import EngineOptimizer, engine_optimizer
 from fabric_deepspeed._runtime import import_deepspeed
 from fabric_deepspeed.precision import DeepSpeedPrecision
 
@@ -65,17 +69,28 @@ class DeepSpeedStrategy(ParallelStrategy):
     CPU or to NVMe, where the optimizer step then runs.
 
     **The config.** One DeepSpeed config is built from the arguments, ``Fabric(precision=...)``
-    and the optional ``config``. An argument that was given and a ``config`` value that
-    disagree raise an error naming both; arguments left out leave the ``config`` in charge.
-    fabric's defaults differ from DeepSpeed's in two places: no gradient clipping
-    (``gradient_clipping: 0.0``, as in a plain loop; set it to clip) and any torch optimizer
-    is allowed (``zero_allow_untested_optimizer``). ``train_micro_batch_size_per_gpu`` is
-    set to 1 when the config names no batch size (DeepSpeed requires one; the loop feeds the
-    batches). See :attr:`config`.
+    and the optional ``config``. An argument that differs from its documented default and a
+    ``config`` value that disagree raise an error naming both; an argument left at its
+    default (whether passed or not) leaves the ``config`` in charge. fabric's defaults differ
+    from DeepSpeed's in two places: no gradient clipping (``gradient_clipping: 0.0``, as in a
+    plain loop; ``fabric.clip_gradients`` clips a step, the config clips every step) and any
+    torch optimizer is allowed (``zero_allow_untested_optimizer``).
+    ``train_micro_batch_size_per_gpu`` is set to 1 when the config names no batch size
+    (DeepSpeed requires one; the loop feeds the batches). See :attr:`config`.
 
     **The loop stays the same.** ``fabric.setup(model, optimizer)`` returns the DeepSpeed
-    engine (as the model) and its optimizer; ``fabric.backward(loss)`` runs
-    ``engine.backward(loss)`` and ``optimizer.step()`` runs ``engine.step()``.
+    engine (as the model) and a ``torch.optim.Optimizer`` whose ``param_groups`` are those
+    DeepSpeed steps with, so an LR scheduler built on it (or on the optimizer before
+    ``setup``) sets the learning rate of every ``engine.step()``. ``fabric.backward(loss)``
+    runs ``engine.backward(loss)``, ``optimizer.step()`` runs ``engine.step()``.
+
+    - ``fabric.clip_gradients(model, optimizer, max_norm=...)`` returns the L2 norm of the
+      reduced gradients and has DeepSpeed clip the next ``engine.step()`` at ``max_norm``;
+      ``clip_val=...`` clamps the reduced gradients (one collective per parameter).
+    - ``fabric.no_backward_sync(model)`` skips the gradient reduction under stages 0 and 1
+      (``engine.no_sync()``). Stages 2 and 3 reduce-scatter gradients in every backward
+      pass and cannot skip it: they synchronise every micro-batch (the accumulated
+      gradient is still the sum) and say so once.
 
     **On the CPU** DeepSpeed runs with its CPU accelerator over gloo. The strategy exports
     ``DS_ACCELERATOR=cpu`` before importing deepspeed unless the variable is set, and keeps
@@ -83,7 +98,6 @@ class DeepSpeedStrategy(ParallelStrategy):
     torch optimizers (``torch.optim.Adam``, ...) to avoid compiling DeepSpeed's CPU Adam.
 
     Args:
-        accelerator: The accelerator (CPU or CUDA); set by ``Fabric`` when omitted.
         stage: The ZeRO stage, 0 to 3 (default 2; 0 is plain data parallelism).
         remote_device: Where ``fabric.init_module()`` puts the parameters of a stage-3
             model while building it: ``"cpu"``, ``"nvme"``, or ``None`` (the device, or the
@@ -93,8 +107,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         offload_parameters: Keep parameters on ``offload_params_device`` between uses
             (stage 3; default off).
         offload_params_device: ``"cpu"`` (default) or ``"nvme"``.
-        nvme_path: The directory NVMe offload writes to (default ``/local_nvme``).
-        params_buffer_count: Buffers for parameters swapped in from NVMe (DeepSpeed default 5).
+        nvme_path: The directory NVMe offload writes to (``None``: ``/local_nvme``).
+        params_buffer_count: Buffers for parameters swapped in from NVMe (default 5).
         params_buffer_size: Size in elements of each of those buffers (default 1e8).
         max_in_cpu: Parameter elements kept in CPU memory under NVMe offload (default 1e9).
         offload_optimizer_device: ``"cpu"`` (default) or ``"nvme"``.
@@ -113,16 +127,24 @@ class DeepSpeedStrategy(ParallelStrategy):
         precision_plugin: A :class:`~fabric_deepspeed.DeepSpeedPrecision`; built from
             ``Fabric(precision=...)`` when omitted.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
-        timeout: How long collectives wait for the other processes.
+        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        accelerator: Keyword only. The accelerator (CPU or CUDA); set by ``Fabric`` when omitted.
+        precision: Keyword only. Lightning Fabric's name for ``precision_plugin``.
         **kwargs: Further DeepSpeed settings by name, e.g. ``overlap_comm=False``,
             ``reduce_bucket_size=5e7``, ``pin_memory=True``, ``gradient_clipping=1.0``,
             ``loss_scale_window=500``; the full list is
             ``fabric_deepspeed._arguments.EXTRA_SETTINGS`` plus ``pin_memory``. Anything else
             goes in ``config``.
 
+    The arguments from ``stage`` to ``timeout`` are the seed's, in its order, with its
+    defaults. Each default is what runs when nothing is said (DeepSpeed's own value, and
+    fabric's stage 2), so passing one explicitly changes nothing.
+
     Raises:
         TypeError: An unknown keyword argument.
-        ValueError: An invalid value, or an argument that contradicts ``config``.
+        ValueError: An invalid value, a non-default argument that has no effect (an
+            offload detail while nothing is offloaded there), or an argument that
+            contradicts ``config``.
 
     Example::
 
@@ -130,28 +152,29 @@ class DeepSpeedStrategy(ParallelStrategy):
     """
 
     supported_accelerators = ("cpu", "cuda")
+    allows_repeated_setup: ClassVar[bool] = False
+    """DeepSpeed takes the module over (and partitions it under stage 3): set a model up once."""
 
     _precision: Precision | None
 
     def __init__(
         self,
-        accelerator: Accelerator | None = None,
-        stage: int | None = None,
+        stage: int = 2,
         remote_device: str | None = None,
-        offload_optimizer: bool | None = None,
-        offload_parameters: bool | None = None,
-        offload_params_device: str | None = None,
+        offload_optimizer: bool = False,
+        offload_parameters: bool = False,
+        offload_params_device: str = "cpu",
         nvme_path: str | os.PathLike[str] | None = None,
-        params_buffer_count: int | None = None,
-        params_buffer_size: int | None = None,
-        max_in_cpu: int | None = None,
-        offload_optimizer_device: str | None = None,
-        optimizer_buffer_count: int | None = None,
-        block_size: int | None = None,
-        queue_depth: int | None = None,
-        single_submit: bool | None = None,
-        overlap_events: bool | None = None,
-        thread_count: int | None = None,
+        params_buffer_count: int = 5,
+        params_buffer_size: int = 100_000_000,
+        max_in_cpu: int = 1_000_000_000,
+        offload_optimizer_device: str = "cpu",
+        optimizer_buffer_count: int = 4,
+        block_size: int = 1048576,
+        queue_depth: int = 8,
+        single_submit: bool = False,
+        overlap_events: bool = True,
+        thread_count: int = 1,
         config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         logging_level: int = logging.WARN,
         parallel_devices: list[torch.device] | None = None,
@@ -159,57 +182,62 @@ class DeepSpeedStrategy(ParallelStrategy):
         checkpoint_io: CheckpointIO | None = None,
         precision_plugin: Precision | None = None,
         process_group_backend: str | None = None,
-        timeout: timedelta | None = DEFAULT_TIMEOUT,
+        timeout: timedelta | None = None,
+        *,
+        accelerator: Accelerator | None = None,
+        precision: Precision | None = None,
         **kwargs: Any,
     ) -> None:
+        plugin = pick_precision_plugin("DeepSpeedStrategy", precision_plugin, precision)
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
-            cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io,
-            precision=precision_plugin,
+            precision_plugin=plugin,
+            cluster_environment=cluster_environment,
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method="popen",
         )
-        if precision_plugin is not None and not isinstance(precision_plugin, DeepSpeedPrecision):
+        if plugin is not None and not isinstance(plugin, DeepSpeedPrecision):
             raise TypeError(
-                f"DeepSpeedStrategy(precision_plugin=...) takes a DeepSpeedPrecision, got {precision_plugin!r}. "
+                f"DeepSpeedStrategy(precision_plugin=...) takes a DeepSpeedPrecision, got {plugin!r}. "
                 "Pass Fabric(precision='bf16-mixed') (or another precision string) instead."
             )
         if remote_device not in _REMOTE_DEVICES:
             raise ValueError(
                 f"DeepSpeedStrategy(remote_device={remote_device!r}) must be None, 'cpu' or 'nvme'."
             )
-        self._arguments = DeepSpeedArguments(
-            stage=stage,
-            offload_optimizer=offload_optimizer,
-            offload_parameters=offload_parameters,
-            offload_params_device=offload_params_device,
-            offload_optimizer_device=offload_optimizer_device,
-            nvme_path=nvme_path,
-            params_buffer_count=params_buffer_count,
-            params_buffer_size=params_buffer_size,
-            max_in_cpu=max_in_cpu,
-            optimizer_buffer_count=optimizer_buffer_count,
-            block_size=block_size,
-            queue_depth=queue_depth,
-            single_submit=single_submit,
-            overlap_events=overlap_events,
-            thread_count=thread_count,
-            extras=kwargs,
+        self._arguments = given_arguments(
+            {
+                "stage": stage,
+                "offload_optimizer": offload_optimizer,
+                "offload_parameters": offload_parameters,
+                "offload_params_device": offload_params_device,
+                "nvme_path": nvme_path,
+                "params_buffer_count": params_buffer_count,
+                "params_buffer_size": params_buffer_size,
+                "max_in_cpu": max_in_cpu,
+                "offload_optimizer_device": offload_optimizer_device,
+                "optimizer_buffer_count": optimizer_buffer_count,
+                "block_size": block_size,
+                "queue_depth": queue_depth,
+                "single_submit": single_submit,
+                "overlap_events": overlap_events,
+                "thread_count": thread_count,
+            },
+            kwargs,
         )
         check_arguments(self._arguments)
         self._remote_device = remote_device
         self._logging_level = logging_level
         self._user_config = load_user_config(config)
         self._precision_source = (
-            f"DeepSpeedStrategy(precision_plugin={precision_plugin!r})"
-            if precision_plugin is not None
-            else None
+            f"DeepSpeedStrategy(precision_plugin={plugin!r})" if plugin is not None else None
         )
         self._configured = False
         self._engines: list[Any] = []
+        self._optimizers: list[EngineOptimizer] = []
         self._deepspeed: ModuleType | None = None
         self._config: dict[str, Any] = {}
         self._build_config()
@@ -250,10 +278,16 @@ class DeepSpeedStrategy(ParallelStrategy):
         self._configured = True
         self._build_config()
 
-    def configure_deepspeed_config(self, config: Mapping[str, Any] | str | os.PathLike[str]) -> None:
+    def configure_deepspeed_config(
+        self, config: Mapping[str, Any] | str | os.PathLike[str]
+    ) -> dict[str, Any]:
         """Replace the user config (a dict or a JSON path) given as ``DeepSpeedStrategy(config=...)``.
 
         The new config is checked against the arguments and the precision like the first one.
+
+        Returns:
+            A copy of the completed config the engines will be built with (:attr:`config`):
+            the user config with the arguments' settings and fabric's defaults filled in.
 
         Raises:
             RuntimeError: A model was set up already; its engine keeps the config it was built with.
@@ -271,6 +305,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         except BaseException:
             self._user_config = previous
             raise
+        return copy.deepcopy(self._config)
 
     def _build_config(self) -> None:
         precision = (
@@ -326,6 +361,12 @@ class DeepSpeedStrategy(ParallelStrategy):
     ) -> tuple[nn.Module, list[Optimizer]]:
         """Build the DeepSpeed engine of ``module`` and its one optimizer, and return both.
 
+        The optimizer returned is a ``torch.optim.Optimizer`` (of the given optimizer's class
+        too) whose ``param_groups`` are the given optimizer's: the groups DeepSpeed steps
+        with, so an LR scheduler of either object sets the learning rate of each step. Its
+        ``step()`` is ``engine.step()`` and its ``state_dict()`` the DeepSpeed optimizer's
+        (partitioned under ZeRO).
+
         Raises:
             ValueError: Not exactly one optimizer was given.
         """
@@ -334,13 +375,14 @@ class DeepSpeedStrategy(ParallelStrategy):
                 f"A DeepSpeed engine trains a model with one optimizer, but fabric.setup() got {len(optimizers)}. "
                 "Put all parameter groups into one optimizer."
             )
-        engine, optimizer = self._initialize_engine(module, optimizers[0])
-        return engine, [optimizer]
+        engine = self._initialize_engine(module, optimizers[0])
+        view = engine_optimizer(engine)
+        self._optimizers.append(view)
+        return engine, [view]
 
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Build a DeepSpeed engine without an optimizer (for evaluation, or an optimizer from the config)."""
-        engine, _ = self._initialize_engine(module, None)
-        return engine
+        return self._initialize_engine(module, None)
 
     def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
         """Refused: DeepSpeed builds the model's engine and its optimizer together.
@@ -353,10 +395,10 @@ class DeepSpeedStrategy(ParallelStrategy):
             "fabric.setup_module() followed by fabric.setup_optimizers()."
         )
 
-    def _initialize_engine(self, module: nn.Module, optimizer: Optimizer | None) -> tuple[Any, Any]:
+    def _initialize_engine(self, module: nn.Module, optimizer: Optimizer | None) -> Any:
         deepspeed = self._import_deepspeed()
         index = self.root_device.index
-        engine, ds_optimizer, _, _ = deepspeed.initialize(
+        engine, _, _, _ = deepspeed.initialize(
             args=argparse.Namespace(device_rank=index if index is not None else self.local_rank),
             config=copy.deepcopy(self._config),
             model=module,
@@ -369,7 +411,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             # buffers and pending collective handles are freed while the interpreter is whole.
             atexit.register(self._release_engines)
         self._engines.append(engine)
-        return engine, ds_optimizer
+        return engine
 
     def module_to_device(self, module: nn.Module) -> None:
         """Move the module to the device, except under stage 3, where DeepSpeed places the partitions."""
@@ -412,19 +454,17 @@ class DeepSpeedStrategy(ParallelStrategy):
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Run ``engine.step()`` for the engine of ``optimizer``: the (partitioned) update and gradient reset.
 
+        A clip asked for with ``fabric.clip_gradients(max_norm=...)`` applies to this step.
+
         Raises:
             TypeError: A closure was passed; DeepSpeed steps without one.
+            RuntimeError: ``optimizer`` was not set up by this strategy.
         """
         if kwargs:
             raise TypeError(
                 "DeepSpeed's engine steps without a closure; call optimizer.step() with no arguments."
             )
-        engine = next((e for e in self._engines if e.optimizer is optimizer), None)
-        if engine is None:
-            raise RuntimeError(
-                "This optimizer was not set up by the DeepSpeed strategy; use fabric.setup(model, optimizer)."
-            )
-        return engine.step()
+        self._optimizer_view(optimizer, "optimizer.step()").step()
 
     def clip_gradients_norm(
         self,
@@ -434,33 +474,72 @@ class DeepSpeedStrategy(ParallelStrategy):
         norm_type: float = 2.0,
         error_if_nonfinite: bool = True,
     ) -> torch.Tensor:
-        """Refused: DeepSpeed clips inside ``optimizer.step()``.
+        """Have DeepSpeed clip the next ``optimizer.step()`` at ``max_norm``; return the norm before clipping.
+
+        The norm is the L2 norm of the reduced (and, under ZeRO, partitioned) gradients,
+        computed now with DeepSpeed's own routine: the number its step clips with. For the
+        stage-0 bf16/fp16 wrappers, which compute it only inside the step, the returned
+        tensor is NaN until ``optimizer.step()`` fills it in place (said once). Under
+        float16 a non-finite norm is DeepSpeed's loss-scale overflow: the step is skipped
+        and nothing is raised. Every process must call it (the norm is all-reduced).
 
         Raises:
-            NotImplementedError: Always; set ``gradient_clipping`` instead.
+            ValueError: ``norm_type`` is not 2 (DeepSpeed clips by the L2 norm only).
+            RuntimeError: The norm is nan or inf and ``error_if_nonfinite`` is true.
         """
-        raise NotImplementedError(
-            "DeepSpeed clips gradients inside optimizer.step(). Instead of fabric.clip_gradients(), pass "
-            f"DeepSpeedStrategy(gradient_clipping={max_norm}) or config={{'gradient_clipping': {max_norm}}}."
-        )
+        check_norm_type(norm_type)
+        view = self._optimizer_view(optimizer, "fabric.clip_gradients()")
+        engine = view.engine
+        if getattr(engine.optimizer, "compute_grad_norm", True) is False:
+            raise ValueError(
+                "fabric.clip_gradients(max_norm=...) needs the gradient norm, but the DeepSpeed config sets "
+                "zero_optimization.compute_grad_norm = false. Remove that setting to clip."
+            )
+        norm = total_grad_norm(engine)
+        if norm is None:
+            warn_once(
+                f"DeepSpeed's {type(engine.optimizer).__name__} computes the gradient norm only inside "
+                "optimizer.step(): the tensor fabric.clip_gradients() returns is NaN until the step fills it in.",
+                stacklevel=4,  # the user's fabric.clip_gradients() line
+            )
+            pending = torch.full((), torch.nan, device=engine.device)
+            view.clip_norm_at_next_step(max_norm, norm=pending)
+            return pending
+        if not torch.isfinite(norm) and error_if_nonfinite and not engine.fp16_enabled():
+            raise RuntimeError(
+                f"The total norm of the gradients is {norm.item()}, so they cannot be clipped. Look for a nan or "
+                "inf in the loss or the inputs, or pass fabric.clip_gradients(..., error_if_nonfinite=False) to go on."
+            )
+        if not clip_now(engine, max_norm, norm):
+            view.clip_norm_at_next_step(max_norm)
+        return norm
 
     def clip_gradients_value(self, module: nn.Module, optimizer: Optimizer, clip_val: float) -> None:
-        """Refused: DeepSpeed clips by norm only, inside ``optimizer.step()``.
+        """Clamp every element of the reduced gradients to ``[-clip_val, clip_val]``.
+
+        DeepSpeed has no value clipping; the reduced, partitioned gradients are read and
+        written back through ``deepspeed.utils.safe_get_full_grad`` / ``safe_set_full_grad``,
+        which costs one collective per parameter. Every process must call it.
 
         Raises:
-            NotImplementedError: Always; set ``gradient_clipping`` (a norm) instead.
+            RuntimeError: ``optimizer`` was not set up by this strategy.
         """
-        raise NotImplementedError(
-            "DeepSpeed clips gradients by norm only, inside optimizer.step(). Pass "
-            "DeepSpeedStrategy(gradient_clipping=<max norm>) instead of fabric.clip_gradients(clip_val=...)."
-        )
+        clamp_gradients(self._optimizer_view(optimizer, "fabric.clip_gradients()").engine, clip_val)
 
     @contextmanager
     def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> Iterator[None]:
-        """Skip the gradient all-reduce in the backward passes inside the block (stages 0 and 1).
+        """Accumulate the gradients of the backward passes inside the block, skipping their reduction where ZeRO can.
+
+        Inside the block the engine is told that the accumulation has not ended
+        (``engine.set_gradient_accumulation_boundary(False)``), so DeepSpeed keeps adding the
+        micro-batches' gradients up until the backward pass after the block, which ends the
+        accumulation. Stages 0 and 1 reduce only then (the block also runs under
+        ``engine.no_sync()``). Stages 2 and 3 reduce-scatter the gradients during every
+        backward pass (that is how they partition them): the communication cannot be
+        skipped, the accumulated gradient is the same, and a warning says so once.
 
         Raises:
-            ValueError: Stage 2 or 3, which partition the gradients in every backward pass.
+            TypeError: ``module`` is not a model set up by this strategy.
         """
         if not enabled:
             yield
@@ -469,13 +548,21 @@ class DeepSpeedStrategy(ParallelStrategy):
         if engine is None:
             raise TypeError("no_backward_sync needs the model set up by this DeepSpeed strategy.")
         if self.zero_stage >= 2:
-            raise ValueError(
-                f"ZeRO stage {self.zero_stage} partitions the gradients during every backward pass, so "
-                "fabric.no_backward_sync() cannot skip their synchronisation. Use stage 0 or 1, or let DeepSpeed "
-                "accumulate: config={'gradient_accumulation_steps': N}."
+            warn_once(
+                f"fabric.no_backward_sync() cannot skip the gradient synchronisation under DeepSpeed ZeRO stage "
+                f"{self.zero_stage}, which reduce-scatters the gradients in every backward pass to partition them. "
+                "Every micro-batch is synchronised instead: the accumulated gradients are the same, only the "
+                "communication is not saved.",
+                stacklevel=4,  # the user's `with` line (through contextlib's __enter__)
             )
-        with engine.no_sync():
-            yield
+        # The engine's own override (None: DeepSpeed counts gradient_accumulation_steps).
+        previous = getattr(engine, "_is_gradient_accumulation_boundary", None)
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            with engine.no_sync() if self.zero_stage < 2 else nullcontext():
+                yield
+        finally:
+            engine.set_gradient_accumulation_boundary(previous)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -530,7 +617,7 @@ class DeepSpeedStrategy(ParallelStrategy):
                 "DeepSpeed saves the whole engine state, so fabric.save(..., filter=...) is not supported. Save "
                 "the entries you want to filter in a separate file."
             )
-        split = split_state(state, self._engines)
+        split = split_state(state, self._optimizer_aliases())
         save_engine_checkpoint(split, self.broadcast(str(path)), collect_state(split.rest, self))
 
     def load_checkpoint(
@@ -566,22 +653,40 @@ class DeepSpeedStrategy(ParallelStrategy):
                 "A DeepSpeed checkpoint directory is restored into objects: pass fabric.load(path, {'model': model, "
                 "'optimizer': optimizer, ...})."
             )
-        split = split_state(state, self._engines)
+        split = split_state(state, self._optimizer_aliases())
         entries = load_engine_checkpoint(split, path, strict)
         remainder = apply_checkpoint(split.rest, entries, self, strict)
         state.update(split.rest)
         return remainder
 
     def _refuse_optimizer_from_file(self, state: Any) -> None:
-        optimizers = [engine.optimizer for engine in self._engines if engine.optimizer is not None]
+        aliases = [alias for _, engine_aliases in self._optimizer_aliases() for alias in engine_aliases]
         values = state.values() if isinstance(state, dict) else [state]
-        if any(value is optimizer for value in values for optimizer in optimizers):
+        if any(value is alias for value in values for alias in aliases):
             raise ValueError(
                 "A single-file checkpoint holds no DeepSpeed optimizer state. Load the model and plain entries "
                 "from it (fabric.load(path, {'model': model, ...})), or resume from a DeepSpeed checkpoint directory."
             )
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _optimizer_aliases(self) -> list[tuple[Any, tuple[Any, ...]]]:
+        """Each engine with the objects that stand for its optimizer in a checkpoint's state."""
+        aliases = []
+        for engine in self._engines:
+            views = tuple(view for view in self._optimizers if view.engine is engine)
+            others = (engine.optimizer, engine.basic_optimizer)
+            aliases.append((engine, views + tuple(o for o in others if o is not None)))
+        return aliases
+
+    def _optimizer_view(self, optimizer: Any, caller: str) -> EngineOptimizer:
+        for view in self._optimizers:
+            if optimizer is view or optimizer is view.client_optimizer or optimizer is view.optimizer:
+                return view
+        raise RuntimeError(
+            f"{caller} got an optimizer that was not set up by this DeepSpeed strategy; use the one that "
+            "fabric.setup(model, optimizer) returned."
+        )
 
     def _engine_of(self, module: Any) -> Any:
         return next((engine for engine in self._engines if engine is module), None)
@@ -617,6 +722,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             if callable(destroy):
                 destroy()
         self._engines.clear()
+        self._optimizers.clear()
         gc.collect()
 
     def __repr__(self) -> str:

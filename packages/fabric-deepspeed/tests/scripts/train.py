@@ -4,7 +4,8 @@ Usage: python train.py OUT_DIR CASE [CASE ...]
 
 The first Fabric's ``launch()`` re-runs this script in two processes; every later Fabric
 joins them. Rank 0 writes ``OUT_DIR/<case>.pt`` with the trained float32 parameters, the
-losses and the precision DeepSpeed trained in.
+losses and the precision DeepSpeed trained in. The cases ``loop0`` ... ``loop3`` run the
+loop of ``one_loop.py`` at that ZeRO stage instead (it writes ``OUT_DIR/loop<stage>.pt``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
+import one_loop
 from common import EPOCHS, PER_RANK_BATCH, dataset, full_state_dict, model, no_ops_compiled, optimizer
 
 from fabric_core import Fabric
@@ -67,14 +69,18 @@ def train(fabric: Fabric, init_module: bool, accumulate: bool) -> dict[str, Any]
 
 def check_refusals(fabric: Fabric, net: Any, opt: Any) -> None:
     """What DeepSpeed cannot do is refused in words, not done wrong."""
-    expect(NotImplementedError, "gradient_clipping", lambda: fabric.clip_gradients(net, opt, max_norm=1.0))
     expect(
         NotImplementedError,
         "fabric.setup(model, optimizer)",
         lambda: fabric.setup_optimizers(optimizer([nn.Parameter(torch.zeros(1))])),
     )
-    if fabric.strategy.zero_stage >= 2:  # type: ignore[attr-defined]
-        expect(ValueError, "gradient_accumulation_steps", lambda: fabric.no_backward_sync(net).__enter__())
+    expect(ValueError, "L2 norm", lambda: fabric.clip_gradients(net, opt, max_norm=1.0, norm_type=1.0))
+    expect(RuntimeError, "no group can be added", lambda: opt.add_param_group({"params": []}))
+    expect(RuntimeError, "fabric.load(path", lambda: opt.load_state_dict(opt.state_dict()))
+    expect(ValueError, "twice", lambda: fabric.setup(net.module, optimizer(net.module.parameters())))
+    # last: the engine is left with nan gradients
+    fabric.backward(nn.functional.mse_loss(net(torch.full((2, 8), float("nan"))), torch.zeros(2, 1)))
+    expect(RuntimeError, "cannot be clipped", lambda: fabric.clip_gradients(net, opt, max_norm=1.0))
 
 
 def expect(error: type[Exception], words: str, call: Callable[[], Any]) -> None:
@@ -88,6 +94,9 @@ def expect(error: type[Exception], words: str, call: Callable[[], Any]) -> None:
 
 def main(out_dir: Path, cases: list[str]) -> None:
     for case in cases:
+        if case.startswith("loop"):
+            one_loop.run(out_dir, int(case.removeprefix("loop")))
+            continue
         arguments, init_module, accumulate = CASES[case]
         fabric = Fabric(accelerator="cpu", devices=2, **arguments)
         fabric.launch()
