@@ -419,7 +419,10 @@ class Fabric:
             error_if_nonfinite: Raise when the total norm is nan or inf.
 
         Returns:
-            The total norm before clipping when ``max_norm`` is given, else ``None``.
+            The total norm before clipping when ``max_norm`` is given, else ``None``. A
+            strategy whose library clips inside its optimizer step (DeepSpeed) clips in the
+            next ``optimizer.step()``; where it can only measure the norm there (ZeRO stage 0
+            in bf16/fp16) the tensor is filled by that step and says so once.
 
         Raises:
             ValueError: Neither or both of ``clip_val`` and ``max_norm`` were given, or the
