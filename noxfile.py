@@ -26,7 +26,18 @@ if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "core", "ddp", "fsdp", "deepspeed", "xla", "integration", "docs"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "core",
+    "ddp",
+    "fsdp",
+    "deepspeed",
+    "xla",
+    "integration",
+    "portability",
+    "docs",
+]
 
 
 def _packages(*names: str) -> list[str]:
@@ -93,6 +104,24 @@ def integration(session: nox.Session) -> None:
     """Cross-distribution tests: wheels installed into fresh virtual environments."""
     session.install(TORCH, *TEST_TOOLS, "uv", *_packages("fabric-core"))
     session.run("pytest", "tests-integration", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def portability(session: nox.Session) -> None:
+    """The seed's snippets, and one researcher's loop under every first-party CPU strategy.
+
+    The loop must give the same losses as one process and resume exactly. Needs every CPU
+    plugin at once (DeepSpeed runs on its CPU accelerator, as in the
+    deepspeed session, with the same cache for C++ ops that do get built).
+    """
+    session.install(
+        TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed")
+    )
+    session.env["DS_ACCELERATOR"] = "cpu"
+    session.env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "fabric-deepspeed-ops")
+    )
+    session.run("pytest", "tests-portability", *session.posargs)
 
 
 @nox.session(python=PYTHON)
