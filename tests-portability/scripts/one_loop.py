@@ -11,9 +11,9 @@ processes see the same samples in every optimizer step (the loader does not shuf
 
 MODE is one of:
 
-- ``full``: train ``STEPS`` optimizer steps and write ``OUT_DIR/full.json``.
-- ``save``: train the first ``RESUME_AT`` steps, then ``fabric.save`` the model, optimizer,
-  scheduler and step to ``OUT_DIR/checkpoint``; writes ``OUT_DIR/save.json``.
+- ``full``: train ``STEPS`` optimizer steps, ``fabric.save`` the model, optimizer,
+  scheduler and step to ``OUT_DIR/checkpoint`` after step ``RESUME_AT`` (as a loop that
+  checkpoints periodically does), and write ``OUT_DIR/full.json``.
 - ``resume``: in new processes, build everything anew, ``fabric.load`` the checkpoint and
   train on to ``STEPS``; writes ``OUT_DIR/resume.json`` with the steps after the checkpoint.
 
@@ -49,7 +49,7 @@ LR = 0.05
 MAX_NORM = 1.0
 SEED = 1234
 DATA_SEED = 42
-MODES = ("full", "save", "resume")
+MODES = ("full", "resume")
 
 
 def dataset() -> TensorDataset:
@@ -86,10 +86,8 @@ def train(fabric: Fabric, mode: str, out_dir: Path) -> dict[str, Any]:
     )
     checkpoint = out_dir / "checkpoint"
 
-    step, stop = 0, STEPS
-    if mode == "save":
-        stop = RESUME_AT
-    elif mode == "resume":
+    step = 0
+    if mode == "resume":
         state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0}
         remainder = fabric.load(checkpoint, state)
         assert remainder == {}, f"fabric.load returned entries that state did not name: {remainder}"
@@ -101,7 +99,7 @@ def train(fabric: Fabric, mode: str, out_dir: Path) -> dict[str, Any]:
     # skip the micro-batches of the steps trained before the checkpoint
     for _ in itertools.islice(batches, step * ACCUMULATE):
         pass
-    while step < stop:
+    while step < STEPS:
         record["lrs"].append(optimizer.param_groups[0]["lr"])
         step_loss = 0.0
         for micro in range(ACCUMULATE):
@@ -118,11 +116,10 @@ def train(fabric: Fabric, mode: str, out_dir: Path) -> dict[str, Any]:
         step += 1
         record["losses"].append(step_loss)
         record["norms"].append(None if norm is None else float(norm))
-
-    if mode == "save":
-        fabric.save(
-            checkpoint, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": step}
-        )
+        if mode == "full" and step == RESUME_AT:
+            fabric.save(
+                checkpoint, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": step}
+            )
     return record
 
 

@@ -82,16 +82,10 @@ def fsdp_with_custom_configuration() -> Fabric:
     return Fabric(accelerator="cpu", strategy=strategy, devices=2)
 
 
-def fsdp_by_name() -> Fabric:
-    """``Fabric(strategy="fsdp", precision="bf16-mixed")`` on 2 processes."""
-    return Fabric(accelerator="cpu", strategy="fsdp", devices=2, precision="bf16-mixed")
-
-
 SNIPPETS = {
     "ddp_with_custom_settings": ddp_with_custom_settings,
     "deepspeed_with_a_config_dict": deepspeed_with_a_config_dict,
     "fsdp_with_custom_configuration": fsdp_with_custom_configuration,
-    "fsdp_by_name": fsdp_by_name,
 }
 
 
