@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,6 @@ def model() -> nn.Module:
     """Two blocks and a head, the same on every rank."""
     torch.manual_seed(0)
     return nn.Sequential(Block(), Block(), nn.Linear(8, 1))
-
-
-def ddp_with_custom_settings() -> Fabric:
-    """The seed's DDP snippet, with gloo instead of nccl and one node of 2 processes."""
-    from fabric_ddp import DDPStrategy
-
-    strategy = DDPStrategy(
-        process_group_backend="gloo",
-        timeout=timedelta(minutes=30),
-        find_unused_parameters=False,
-        gradient_as_bucket_view=True,
-    )
-    return Fabric(accelerator="cpu", strategy=strategy, devices=2)
 
 
 def deepspeed_with_a_config_dict() -> Fabric:
@@ -83,7 +69,6 @@ def fsdp_with_custom_configuration() -> Fabric:
 
 
 SNIPPETS = {
-    "ddp_with_custom_settings": ddp_with_custom_settings,
     "deepspeed_with_a_config_dict": deepspeed_with_a_config_dict,
     "fsdp_with_custom_configuration": fsdp_with_custom_configuration,
 }
@@ -110,12 +95,6 @@ def main(name: str, out_dir: Path) -> None:
         "world_size": fabric.world_size,
         "losses": losses,
     }
-    if name == "ddp_with_custom_settings":
-        ddp = module._forward_module
-        record["ddp"] = {
-            "find_unused_parameters": ddp.find_unused_parameters,
-            "gradient_as_bucket_view": ddp.gradient_as_bucket_view,
-        }
     if name == "deepspeed_with_a_config_dict":
         record["stage"] = fabric.strategy.config["zero_optimization"]["stage"]
     if fabric.is_global_zero:
