@@ -13,6 +13,8 @@ from torch import nn
 
 from fabric_core import Fabric
 from fabric_core.io import TorchCheckpointIO
+from fabric_core.strategies.strategy import Strategy
+from fabric_core.utilities.checkpoint import apply_checkpoint, check_entries, collect_state
 
 
 class Box:
@@ -300,3 +302,78 @@ def test_torch_checkpoint_io_refuses_storage_options_and_removes_files(tmp_path:
     io.remove_checkpoint(path)
     assert not path.exists()
     io.remove_checkpoint(path)
+
+
+class WrappedOptimizerStateStrategy(Strategy):
+    """Saves each optimizer's state dict inside a wrapper: loading must take it out again."""
+
+    def get_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {"wrapped": optimizer.state_dict()}
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state_dict["wrapped"])
+
+
+def test_a_strategy_loads_optimizer_state_through_the_hook_symmetric_to_its_getter(tmp_path: Path) -> None:
+    fabric = Fabric(accelerator="cpu", devices=1, strategy=WrappedOptimizerStateStrategy())
+    model, optimizer, scheduler = set_up_training(fabric, seed=0)
+    train_steps(fabric, model, optimizer, scheduler, steps=2)
+    fabric.save(tmp_path / "c.pt", {"model": model, "optimizer": optimizer})
+    _, restored, _ = set_up_training(fabric, seed=1)
+
+    fabric.load(tmp_path / "c.pt", {"optimizer": restored}, strict=False)
+
+    assert "wrapped" in torch.load(tmp_path / "c.pt")["optimizer"]
+    assert_same_state(restored.state_dict(), optimizer.state_dict())
+
+
+def test_apply_checkpoint_takes_setter_hooks_as_collect_state_takes_getters() -> None:
+    model, counter = nn.Linear(2, 2), Counter(3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = {"model": model, "optimizer": optimizer, "counter": counter, "step": 5}
+    # getters and setters that are each other's inverse: a checkpoint that scales the weights by 2
+    checkpoint = collect_state(
+        state,
+        module_state=lambda m: {k: 2 * v for k, v in m.state_dict().items()},
+        optimizer_state=lambda o: {"lr": o.param_groups[0]["lr"]},
+    )
+    calls: list[tuple[str, bool]] = []
+
+    def load_module(module: nn.Module, value: Any, strict: bool) -> None:
+        calls.append(("module", strict))
+        module.load_state_dict({k: v / 2 for k, v in value.items()}, strict=strict)
+
+    def load_optimizer(opt: torch.optim.Optimizer, value: Any) -> None:
+        calls.append(("optimizer", True))
+        opt.param_groups[0]["lr"] = value["lr"] * 10
+
+    target_model, target_counter = nn.Linear(2, 2), Counter()
+    target_optimizer = torch.optim.SGD(target_model.parameters(), lr=0.5)
+    target = {"model": target_model, "optimizer": target_optimizer, "counter": target_counter, "step": 0}
+
+    remainder = apply_checkpoint(
+        target, {**checkpoint, "extra": 1}, load_module=load_module, load_optimizer=load_optimizer
+    )
+
+    assert remainder == {"extra": 1}
+    assert calls == [("module", True), ("optimizer", True)]
+    assert_same_state(target_model.state_dict(), model.state_dict())
+    assert target_optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
+    assert target_counter.count == 3 and target["step"] == 5
+    # one module: the whole checkpoint is its state dict; None: nothing is restored
+    assert (
+        apply_checkpoint(
+            target_model, checkpoint["model"], load_module=load_module, load_optimizer=load_optimizer
+        )
+        == {}
+    )
+    assert apply_checkpoint(None, checkpoint) is checkpoint
+
+
+def test_check_entries_names_the_path_the_missing_and_the_saved_entries(tmp_path: Path) -> None:
+    check_entries(["model", "epoch"], ["model"], strict=False)
+    check_entries(["model"], ["model", "step"], strict=True)
+    with pytest.raises(KeyError, match=r"checkpoint '.*c\.pt' has no entry 'epoch' \(it holds: 'model'\)"):
+        check_entries(["model", "epoch"], ["model"], strict=True, path=tmp_path / "c.pt")
+    with pytest.raises(KeyError, match=r"The checkpoint has no entry 'a', 'b' \(it holds: nothing\)"):
+        check_entries(["a", "b"], [], strict=True)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from core_helpers import run_python
@@ -90,6 +91,8 @@ def test_plugins_text_lists_each_plugin_with_its_status(capsys: pytest.CaptureFi
 
 
 def test_env_json_reports_versions_devices_and_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy
+    import pluggy
     import torch
 
     assert main(["env", "--json"]) == 0
@@ -97,6 +100,9 @@ def test_env_json_reports_versions_devices_and_plugins(capsys: pytest.CaptureFix
     report = json.loads(capsys.readouterr().out)
     assert report["fabric-core"] == __version__
     assert report["torch"] == torch.__version__
+    assert report["numpy"] == numpy.__version__
+    assert report["pluggy"] == pluggy.__version__
+    assert {"deepspeed", "torch_xla"} <= set(report)
     assert report["python"] == sys.version.split()[0]
     assert report["cuda available"] is torch.cuda.is_available()
     assert report["cluster environment"] == "LocalEnvironment"
@@ -186,3 +192,27 @@ def test_python_m_fabric_core_help_imports_no_torch_module_at_all() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines() if "|" in line}
     assert "fabric_core.cli" in imported
     assert not {name for name in imported if name == "torch" or name.startswith("torch.")}
+
+
+def test_version_flag_prints_the_fabric_core_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fabric-core {__version__}"
+
+
+def test_another_distributions_fabric_command_is_named_with_the_form_that_always_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = tmp_path / "lightning-2.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lightning\nVersion: 2.9\n")
+    (info / "entry_points.txt").write_text("[console_scripts]\nfabric = lightning.fabric.cli:_main\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert main(["plugins"]) == 0
+
+    err = capsys.readouterr().err
+    assert "lightning also install(s) a `fabric` command" in err
+    assert "python -m fabric_core" in err

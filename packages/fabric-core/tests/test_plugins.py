@@ -230,7 +230,7 @@ def test_plugin_implementing_an_unknown_hook_is_failed(make_plugin: MakePlugin) 
     info = info_named("odd")
 
     assert info.status == "failed"
-    assert "unknown hook(s) fabric_register_widgets" in info.error
+    assert "unknown hook 'fabric_register_widgets'" in info.error
 
 
 def test_entry_point_naming_a_function_instead_of_a_module_is_failed(make_plugin: MakePlugin) -> None:

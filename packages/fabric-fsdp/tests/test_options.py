@@ -432,3 +432,18 @@ def test_pickled_entries_of_a_dcp_checkpoint_are_loaded_safely_unless_trusted(tm
         load_sharded(tmp_path, state, True, True, lambda o, s: nn.Linear(1, 1))
     remainder = load_sharded(tmp_path, state, True, False, lambda o, s: nn.Linear(1, 1))
     assert state["step"] == 3 and remainder["numbers"] == [1, 2] and remainder["opaque"].value == 7
+
+
+def test_both_layouts_name_the_checkpoint_and_its_entries_when_a_strict_load_misses_one(tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    from fabric_core.strategies.strategy import Strategy
+
+    dcp.save({"step": 3, "note": "hi"}, checkpoint_id=tmp_path / "sharded", no_dist=True)
+    torch.save({"step": 3, "note": "hi"}, tmp_path / "full.pt")
+    for path in (tmp_path / "sharded", tmp_path / "full.pt"):
+        state = {"step": 0, "epoch": 1}
+        with pytest.raises(KeyError, match=rf"'{path}' has no entry 'epoch' \(it holds: 'step', 'note'\)"):
+            load_checkpoint(Strategy(), path, state, True, None, lambda o, s: nn.Linear(1, 1))  # type: ignore[arg-type]
+        remainder = load_checkpoint(Strategy(), path, state, False, None, lambda o, s: nn.Linear(1, 1))  # type: ignore[arg-type]
+        assert state == {"step": 3, "epoch": 1} and remainder == {"note": "hi"}

@@ -18,10 +18,10 @@ the ``fabric`` command line starts without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fabric_core.__about__ import __version__
+from fabric_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PLUGIN_API_VERSION", "Fabric", "__version__", "hookimpl", "is_wrapped", "seed_everything"]
 
-_LAZY = {
+_EXPORTS = {
     "Fabric": "fabric_core.fabric",
     "seed_everything": "fabric_core.utilities.seed",
     "hookimpl": "fabric_core.hookspecs",
@@ -39,15 +39,4 @@ _LAZY = {
     "is_wrapped": "fabric_core.wrappers",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fabric_core' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,9 +1,16 @@
-"""The global registries. Importing this module imports neither torch nor any plugin."""
+"""The global registries and the plugin loader that fills them.
+
+Where a name such as ``"ddp"`` comes from: :data:`PLUGIN_LOADER` finds the ``fabric``
+entry point of fabric-ddp, whose ``fabric_register_strategies`` hook registers it into
+:data:`STRATEGY_REGISTRY`; ``Fabric(strategy="ddp")`` builds it from there. Importing this
+module imports neither torch, nor pluggy, nor any plugin: discovery runs on first lookup.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from fabric_core._discovery import PluginLoader
 from fabric_core._first_party import ACCELERATOR_PROVIDERS, ENVIRONMENT_PROVIDERS, STRATEGY_PROVIDERS
 from fabric_core.registry import Registry
 
@@ -101,3 +108,6 @@ ALL_REGISTRIES: Final = {
     "fabric_register_checkpoint_formats": CHECKPOINT_FORMAT_REGISTRY,
 }
 """Each registration hook and the registry it fills."""
+
+PLUGIN_LOADER: Final = PluginLoader(ALL_REGISTRIES)
+"""Discovers the installed plugins the first time any of :data:`ALL_REGISTRIES` is asked for a name."""

@@ -20,7 +20,7 @@ from fabric_core.connector import apply_launcher_settings, connect
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_tensors, convert_to_tensors
 from fabric_core.utilities.data import with_distributed_sampler, with_worker_seeding
-from fabric_core.utilities.rank_zero import rank_zero_only
+from fabric_core.utilities.rank_zero import rank_zero_only, warn_once
 from fabric_core.utilities.seed import seed_everything as _seed_everything
 from fabric_core.utilities.seed import seeding_workers
 from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer, unwrap
@@ -67,7 +67,9 @@ class Fabric:
         plugins: A precision plugin, a :class:`~fabric_core.io.CheckpointIO` and/or a
             cluster environment, to use instead of the defaults.
         callbacks: Objects whose methods :meth:`call` invokes by name.
-        loggers: Objects with ``log_metrics(metrics, step)``, used by :meth:`log`.
+        loggers: Objects with ``log_metrics(metrics, step)``, used by :meth:`log`: the
+            ones of :mod:`fabric_core.loggers` (``CSVLogger``, ``TensorBoardLogger``) or
+            your own.
 
     Raises:
         ValueError, TypeError, UnknownNameError: One message per bad argument, saying what
@@ -97,7 +99,7 @@ class Fabric:
         arguments = apply_launcher_settings(arguments, explicit)
         self._strategy: Strategy = connect(**arguments, explicit=explicit)
         self._callbacks = _as_list(callbacks)
-        self._loggers = _as_list(loggers)
+        self._loggers = _checked_loggers(loggers)
         self._set_up_modules: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._backward_module: nn.Module | None = None
         self._module_count = 0
@@ -607,14 +609,33 @@ class Fabric:
                 method(*args, **_accepted_kwargs(method, kwargs))
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
-        """Send one metric to every logger."""
+        """Send one metric to every logger; see :meth:`log_dict`."""
+        if not self._loggers:
+            self._warn_no_logger()
+            return
         self.log_dict({name: value}, step=step)
 
     def log_dict(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        """Send several metrics to every logger (scalar tensors become Python numbers)."""
+        """Send several metrics to every logger (scalar tensors become Python numbers).
+
+        Every process calls each logger's ``log_metrics``; the loggers of
+        :mod:`fabric_core.loggers` write from global rank 0 only. Without loggers the
+        metrics go nowhere, and the first call warns once.
+        """
+        if not self._loggers:
+            self._warn_no_logger()
+            return
         metrics = apply_to_tensors(metrics, lambda t: t.item() if t.numel() == 1 else t)
         for logger in self._loggers:
             logger.log_metrics(metrics=metrics, step=step)
+
+    @staticmethod
+    def _warn_no_logger() -> None:
+        warn_once(
+            "fabric.log()/fabric.log_dict() was called, but this Fabric has no logger, so the metrics go "
+            "nowhere. Pass one: Fabric(loggers=CSVLogger('logs')) with `from fabric_core.loggers import CSVLogger`.",
+            stacklevel=4,  # the user's call of log or log_dict
+        )
 
     @staticmethod
     def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
@@ -716,6 +737,19 @@ def _accepted_kwargs(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict
         return kwargs
     names = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
     return {key: value for key, value in kwargs.items() if key in names}
+
+
+def _checked_loggers(value: Any) -> list[Any]:
+    loggers = _as_list(value)
+    for position, logger in enumerate(loggers):
+        if not callable(getattr(logger, "log_metrics", None)):
+            given = f"loggers={logger!r}" if logger is value else f"loggers[{position}]={logger!r}"
+            raise TypeError(
+                f"Fabric({given}): a logger is an object with a log_metrics(metrics, step) method, and "
+                f"{type(logger).__name__} has none. Pass one or a list of them, e.g. "
+                "Fabric(loggers=CSVLogger('logs')) with `from fabric_core.loggers import CSVLogger`."
+            )
+    return loggers
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -4,7 +4,10 @@ A registry maps a name (``"ddp"``) to a target, which is either a class or a
 ``"module:Class"`` path. Paths are imported only when the name is built, so a plugin can
 register ``"fabric_deepspeed.strategy:DeepSpeedStrategy"`` without importing deepspeed.
 
-This module does not import torch: the command line lists registries without it.
+A registry does not find plugins itself: the plugin loader that fills it attaches itself
+with :meth:`Registry.discover_with`, and the registry asks it to run the first time a name is
+looked up. This module imports nothing of fabric's and not torch: the command line lists
+registries without it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
-__all__ = ["DuplicateNameError", "Registry", "RegistryEntry", "RegistryError", "UnknownNameError"]
+__all__ = [
+    "Discovery",
+    "DuplicateNameError",
+    "Registry",
+    "RegistryEntry",
+    "RegistryError",
+    "RegistrySnapshot",
+    "UnknownNameError",
+]
 
 _T = TypeVar("_T")
 
@@ -74,6 +85,23 @@ class RegistryEntry:
         return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
+class Discovery(Protocol):
+    """What a registry needs from the plugin loader that fills it."""
+
+    def ensure_loaded(self) -> None:
+        """Register every installed plugin's names, once; later calls return at once."""
+
+    def explain_missing(self, registry: Registry, name: str) -> str | None:
+        """Why ``name`` is missing from ``registry`` when a plugin that may provide it did not load."""
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """The registrations of one registry at one moment, for :meth:`Registry.restore`."""
+
+    entries: Mapping[str, RegistryEntry]
+
+
 class Registry:
     """A registry of names for one kind of component (strategy, accelerator, ...).
 
@@ -82,6 +110,8 @@ class Registry:
         plural: The plural noun, e.g. ``"strategies"``.
         hints: Names that a first-party distribution provides when installed, mapped to
             that distribution; an unknown name found here tells the user what to install.
+        discovery: The plugin loader that fills this registry on first lookup; ``None`` for
+            a registry filled only in code. See :meth:`discover_with`.
     """
 
     base_class: str | None = None
@@ -90,15 +120,69 @@ class Registry:
     Checked at :meth:`register` for a class, and when a ``"module:Class"`` path is imported.
     """
 
-    def __init__(self, kind: str, plural: str, hints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        plural: str,
+        hints: Mapping[str, str] | None = None,
+        *,
+        discovery: Discovery | None = None,
+    ) -> None:
         self.kind = kind
         self.plural = plural
         self._hints = dict(hints or {})
         self._entries: dict[str, RegistryEntry] = {}
         self._classes: dict[str, type[Any]] = {}
         self._provider = DIRECT_PROVIDER
-        self._discovered = False
+        self._discovery = discovery
+        self._discovered = discovery is None
         self._lock = threading.RLock()
+
+    # -- the plugin loader's side -------------------------------------------------------
+
+    def discover_with(self, discovery: Discovery) -> None:
+        """Let ``discovery`` fill this registry the first time a name is looked up."""
+        self._discovery = discovery
+        self._discovered = False
+
+    @property
+    def discovered(self) -> bool:
+        """Whether the plugins have been asked for their names (or nothing needs asking)."""
+        return self._discovered
+
+    def mark_discovered(self) -> None:
+        """Record that discovery has run (the loader calls it before registering plugins)."""
+        self._discovered = True
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The current registrations, to put back with :meth:`restore`."""
+        with self._lock:
+            return RegistrySnapshot(dict(self._entries))
+
+    def names_added_since(self, snapshot: RegistrySnapshot) -> list[str]:
+        """Names registered, or registered anew, since ``snapshot`` was taken."""
+        with self._lock:
+            return [name for name, entry in self._entries.items() if snapshot.entries.get(name) is not entry]
+
+    def restore(self, snapshot: RegistrySnapshot) -> list[str]:
+        """Put the registrations back as they were at ``snapshot``; return the names removed."""
+        with self._lock:
+            added = self.names_added_since(snapshot)
+            self._entries = dict(snapshot.entries)
+            self._classes.clear()
+            return added
+
+    def clear(self) -> None:
+        """Forget every registration; the loader discovers the plugins again on next lookup."""
+        with self._lock:
+            self._entries.clear()
+            self._classes.clear()
+            self._discovered = self._discovery is None
+
+    @property
+    def hints(self) -> Mapping[str, str]:
+        """The first-party names this registry knows of, mapped to their distribution."""
+        return dict(self._hints)
 
     # -- registration -------------------------------------------------------------------
 
@@ -339,10 +423,8 @@ class Registry:
             )
 
     def _ensure_discovered(self) -> None:
-        if not self._discovered:
-            from fabric_core.plugins import ensure_plugins_loaded
-
-            ensure_plugins_loaded()
+        if not self._discovered and self._discovery is not None:
+            self._discovery.ensure_loaded()
 
     def _unknown(self, name: object) -> UnknownNameError:
         if not isinstance(name, str):
@@ -350,9 +432,7 @@ class Registry:
                 f"A {self.kind} name must be a string, got {type(name).__name__} {name!r}. "
                 f"Available {self.plural}: {', '.join(self._entries) or '(none)'}."
             )
-        from fabric_core.plugins import failure_for_name
-
-        failure = failure_for_name(self, name)
+        failure = self._discovery.explain_missing(self, name) if self._discovery is not None else None
         if failure:
             return UnknownNameError(failure)
         distribution = self._hints.get(name)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fabric_core.lazy import lazy_exports
 from fabric_ddp.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -11,10 +12,4 @@ if TYPE_CHECKING:
 
 __all__ = ["DDPStrategy", "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "DDPStrategy":
-        from fabric_ddp.strategy import DDPStrategy
-
-        return DDPStrategy
-    raise AttributeError(f"module 'fabric_ddp' has no attribute '{name}'")
+__getattr__, __dir__ = lazy_exports(__name__, {"DDPStrategy": "fabric_ddp.strategy"})

@@ -7,9 +7,9 @@ imported on first access: importing this package imports neither torch nor deeps
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fabric_core.lazy import lazy_exports
 from fabric_deepspeed.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ __all__ = [
     "consolidate_checkpoint",
 ]
 
-_LAZY = {
+_EXPORTS = {
     "DeepSpeedStrategy": "fabric_deepspeed.strategy",
     "DeepSpeedPrecision": "fabric_deepspeed.precision",
     "DeepSpeedConfigError": "fabric_deepspeed._config",
@@ -35,15 +35,4 @@ _LAZY = {
     "consolidate_checkpoint": "fabric_deepspeed.checkpoint",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fabric_deepspeed' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

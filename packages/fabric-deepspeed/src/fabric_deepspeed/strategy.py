@@ -655,7 +655,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             )
         split = split_state(state, self._optimizer_aliases())
         entries = load_engine_checkpoint(split, path, strict)
-        remainder = apply_checkpoint(split.rest, entries, self, strict)
+        remainder = apply_checkpoint(split.rest, entries, self, strict, path=path)
         state.update(split.rest)
         return remainder
 
@@ -711,9 +711,16 @@ class DeepSpeedStrategy(ParallelStrategy):
         )
 
     def teardown(self) -> None:
-        """Release the engines (their hooks and buffers), then the process group and the other parts."""
+        """Release the engines (their hooks and buffers), then the process group and the other parts.
+
+        The group this strategy formed is destroyed through ``deepspeed.comm``, which also
+        forgets the subgroups DeepSpeed cached on it, so a later DeepSpeed strategy in the
+        same process forms its own instead of reusing dead ones.
+        """
         atexit.unregister(self._release_engines)
         self._release_engines()
+        if self._deepspeed is not None and self._owns_process_group and torch.distributed.is_initialized():
+            self._deepspeed.comm.destroy_process_group()
         super().teardown()
 
     def _release_engines(self) -> None:

@@ -13,9 +13,9 @@ Names are imported on first access: ``import fabric_fsdp`` does not import torch
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fabric_core.lazy import lazy_exports
 from fabric_fsdp.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -32,22 +32,11 @@ __all__ = [
     "optimizer_state_to_torch",
 ]
 
-_LAZY = {
+_EXPORTS = {
     "FSDPStrategy": "fabric_fsdp.fsdp",
     "ModelParallelStrategy": "fabric_fsdp.model_parallel",
     "FSDPPrecision": "fabric_fsdp.precision",
     "optimizer_state_to_torch": "fabric_fsdp.checkpoint",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fabric_fsdp' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -31,7 +31,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.optim import Optimizer
 
-from fabric_fsdp._state import Filter, ModuleFinder, check_names, collect_state
+from fabric_core.utilities.checkpoint import check_entries
+from fabric_fsdp._state import Filter, ModuleFinder, apply_state, collect_state
 
 if TYPE_CHECKING:
     from fabric_core.strategies.parallel import ParallelStrategy
@@ -61,7 +62,7 @@ def save_sharded(
         state,
         filter,
         module_state=get_model_state_dict,
-        optimizer_state=lambda m, o: get_optimizer_state_dict(m, o),
+        optimizer_state=get_optimizer_state_dict,
         module_for=module_for,
     )
     path = Path(path)
@@ -137,36 +138,26 @@ def load_sharded(
     if isinstance(state, nn.Module):  # a DCP directory of one module's state dict
         target = get_model_state_dict(state)
         _load(target, path, _CheckedLoadPlanner(weights_only, allow_partial_load=not strict))
-        set_model_state_dict(state, target, options=StateDictOptions(strict=strict))
+        _set_module(state, target, strict)
         return {}
-    check_names(state, saved, strict, path)
-    targets: dict[str, Any] = {}
-    owners: dict[str, nn.Module] = {}
-    for key, obj in state.items():
-        if key not in saved:
-            continue
-        if isinstance(obj, nn.Module):
-            targets[key] = get_model_state_dict(obj)
-        elif isinstance(obj, Optimizer):
-            owners[key] = module_for(obj, state)
-            targets[key] = get_optimizer_state_dict(owners[key], obj)
+    check_entries(state, saved, strict, path)  # before any reading
+    # DCP reads shards in place into the state dicts that saving these objects would write.
+    sharded = {
+        key: obj for key, obj in state.items() if key in saved and isinstance(obj, (nn.Module, Optimizer))
+    }
+    targets = collect_state(
+        sharded, None, get_model_state_dict, get_optimizer_state_dict, lambda o, _: module_for(o, state)
+    )
     if targets:
         _load(targets, path, _CheckedLoadPlanner(weights_only, allow_partial_load=not strict))
-    for key, target in targets.items():
-        obj = state[key]
-        if isinstance(obj, nn.Module):
-            set_model_state_dict(obj, target, options=StateDictOptions(strict=strict))
-        else:
-            set_optimizer_state_dict(owners[key], obj, target)
     entries = _load_entries(path, metadata, paths, [k for k in saved if k not in targets], weights_only)
-    for key, obj in state.items():
-        if key in entries:
-            value = entries.pop(key)
-            if callable(getattr(obj, "load_state_dict", None)):
-                obj.load_state_dict(value)
-            else:
-                state[key] = value
-    return entries
+    return apply_state(
+        state, {**targets, **entries}, strict, path, _set_module, set_optimizer_state_dict, module_for
+    )
+
+
+def _set_module(module: nn.Module, state_dict: dict[str, Any], strict: bool) -> None:
+    set_model_state_dict(module, state_dict, options=StateDictOptions(strict=strict))
 
 
 def _entry_paths(metadata: Metadata) -> dict[str, tuple[Any, ...]]:

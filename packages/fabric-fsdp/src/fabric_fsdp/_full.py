@@ -20,7 +20,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.optim import Optimizer
 
-from fabric_fsdp._state import Filter, ModuleFinder, check_names, collect_state
+from fabric_fsdp._state import Filter, ModuleFinder, apply_state, collect_state
 from fabric_fsdp.checkpoint import optimizer_state_to_torch
 
 if TYPE_CHECKING:
@@ -65,29 +65,7 @@ def load_full(
 ) -> dict[str, Any]:
     """Restore ``state`` from a full file (or one state dict, when ``state`` is a module or optimizer)."""
     checkpoint = strategy.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
-    if state is None:
-        return checkpoint
-    if isinstance(state, nn.Module):
-        load_full_module(state, checkpoint, strict)
-        return {}
-    if isinstance(state, Optimizer):
-        _load_full_optimizer(module_for(state, {}), state, checkpoint)
-        return {}
-    check_names(state, list(checkpoint), strict, path)
-    remaining = dict(checkpoint)
-    for key, obj in state.items():
-        if key not in remaining:
-            continue
-        value = remaining.pop(key)
-        if isinstance(obj, nn.Module):
-            load_full_module(obj, value, strict)
-        elif isinstance(obj, Optimizer):
-            _load_full_optimizer(module_for(obj, state), obj, value)
-        elif callable(getattr(obj, "load_state_dict", None)):
-            obj.load_state_dict(value)
-        else:
-            state[key] = value
-    return remaining
+    return apply_state(state, checkpoint, strict, path, load_full_module, _load_full_optimizer, module_for)
 
 
 def load_full_module(module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:

@@ -3,24 +3,25 @@
 ``fully_shard`` and ``parallelize_module`` replace each parameter of a module with a new
 ``nn.Parameter`` holding a DTensor (the local shard). An optimizer built before that still
 holds the old tensors and would update nothing the model uses, so the old-to-new mapping is
-recorded while sharding and applied to optimizers when they are set up.
+recorded while sharding (core's :class:`~fabric_core.utilities.optimizer.ParameterSlots`) and
+applied to optimizers when they are set up (:func:`rebind_optimizer`).
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim import Optimizer
-from torch.utils.weak import WeakIdKeyDictionary
+
+from fabric_core.utilities.optimizer import repoint_optimizer
 
 __all__ = [
-    "ParameterSlots",
     "broadcast_module_states",
     "has_meta_tensors",
     "materialize",
@@ -28,66 +29,33 @@ __all__ = [
 ]
 
 
-class ParameterSlots:
-    """Where each parameter of a module lives (owner module and attribute name), before sharding.
-
-    Call :meth:`replacements` after sharding: it maps every parameter object that was
-    replaced to its successor, weakly, so the old full tensors are freed as soon as nothing
-    else holds them.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self._slots = [
-            (owner, name, parameter)
-            for owner in module.modules()
-            for name, parameter in owner._parameters.items()
-            if parameter is not None
-        ]
-
-    def replacements(self) -> WeakIdKeyDictionary:
-        """``{old parameter: new parameter}`` for every slot whose parameter object changed."""
-        mapping = WeakIdKeyDictionary()
-        for owner, name, old in self._slots:
-            new = owner._parameters.get(name)
-            if new is not None and new is not old:
-                mapping[old] = new
-        self._slots = []
-        return mapping
-
-
-def rebind_optimizer(optimizer: Optimizer, replacements: WeakIdKeyDictionary) -> int:
+def rebind_optimizer(optimizer: Optimizer, replacements: Mapping[torch.Tensor, torch.Tensor]) -> int:
     """Point ``optimizer``'s parameter groups at the sharded parameters, in place; return how many moved.
 
-    The group lists are edited in place, so optimizers that cache them (LBFGS) follow.
+    Checks that the optimizer can follow, then re-points it with core's
+    :func:`~fabric_core.utilities.optimizer.repoint_optimizer` (nothing is changed when a
+    check fails).
 
     Raises:
         ValueError: The optimizer already holds state (it has stepped, or loaded a state
             dict) for a parameter that was replaced, or it refers to meta-device parameters
             that no set-up model replaced.
     """
-    moved = 0
-    for group in optimizer.param_groups:
-        params = group["params"]
-        for index, parameter in enumerate(params):
-            new = replacements.get(parameter)
-            if new is None:
-                if parameter.is_meta:
-                    raise ValueError(
-                        f"{type(optimizer).__name__} optimizes a parameter on the meta device that belongs to no "
-                        "model set up with this Fabric. Set up the model first (fabric.setup_module(model)), or "
-                        "pass model and optimizer together: fabric.setup(model, optimizer)."
-                    )
-                continue
-            if optimizer.state.get(parameter):
-                raise ValueError(
-                    f"{type(optimizer).__name__} already holds state (it has stepped or loaded a state dict) for "
-                    "parameters that sharding replaced, and that state does not fit the shards. Create the "
-                    "optimizer before its first step, set it up with the model, and load optimizer state with "
-                    "fabric.load() after fabric.setup()."
-                )
-            params[index] = new
-            moved += 1
-    return moved
+    for parameter in (p for group in optimizer.param_groups for p in group["params"]):
+        if parameter not in replacements and parameter.is_meta:
+            raise ValueError(
+                f"{type(optimizer).__name__} optimizes a parameter on the meta device that belongs to no "
+                "model set up with this Fabric. Set up the model first (fabric.setup_module(model)), or "
+                "pass model and optimizer together: fabric.setup(model, optimizer)."
+            )
+        if parameter in replacements and optimizer.state.get(parameter):
+            raise ValueError(
+                f"{type(optimizer).__name__} already holds state (it has stepped or loaded a state dict) for "
+                "parameters that sharding replaced, and that state does not fit the shards. Create the "
+                "optimizer before its first step, set it up with the model, and load optimizer state with "
+                "fabric.load() after fabric.setup()."
+            )
+    return repoint_optimizer(optimizer, replacements)
 
 
 def has_meta_tensors(module: nn.Module) -> bool:

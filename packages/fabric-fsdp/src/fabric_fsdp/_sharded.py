@@ -24,14 +24,9 @@ from torch.optim import Optimizer
 from torch.utils.weak import WeakIdKeyDictionary
 
 from fabric_core.strategies.parallel import ParallelStrategy
+from fabric_core.utilities.optimizer import ParameterSlots
 from fabric_fsdp import _checkpoint, _clip
-from fabric_fsdp._params import (
-    ParameterSlots,
-    has_meta_tensors,
-    materialize,
-    rebind_optimizer,
-    warn_uninitialised,
-)
+from fabric_fsdp._params import has_meta_tensors, materialize, rebind_optimizer, warn_uninitialised
 
 __all__ = ["ShardedStrategy"]
 
@@ -182,6 +177,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
         """Load a full state dict (or one of DTensor shards) into a sharded module."""
+        _reshard(module)
         if any(isinstance(value, DTensor) for value in state_dict.values()):
             module.load_state_dict(state_dict, strict=strict)
         else:
@@ -221,6 +217,10 @@ class ShardedStrategy(ParallelStrategy, ABC):
         slices of its own shards); a single file is read whole by every process, which then
         keeps its shards. Entries not named in ``state`` are returned with full tensors.
         """
+        # After a forward without backward, gathered parameters may still be registered.
+        for value in state.values() if isinstance(state, dict) else [state]:
+            if isinstance(value, nn.Module):
+                _reshard(value)
         return _checkpoint.load_checkpoint(self, path, state, strict, weights_only, self._module_for)
 
     def _module_for(self, optimizer: Optimizer, state: dict[str, Any]) -> nn.Module:

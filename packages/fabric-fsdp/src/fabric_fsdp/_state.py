@@ -1,4 +1,8 @@
-"""Turning a ``{name: object}`` state into the dict a sharded checkpoint holds, and checking names."""
+"""Core's checkpoint state loop, with each optimizer handled together with the module it trains.
+
+DCP names optimizer state by parameter, so getting and setting it needs the module whose
+parameters the optimizer trains; a :data:`ModuleFinder` finds it in the state.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
+from fabric_core.utilities.checkpoint import apply_checkpoint
 from fabric_core.utilities.checkpoint import collect_state as core_collect_state
 
-__all__ = ["Filter", "ModuleFinder", "check_names", "collect_state"]
+__all__ = ["Filter", "ModuleFinder", "apply_state", "collect_state"]
 
 ModuleFinder = Callable[[Optimizer, dict[str, Any]], nn.Module]
 """``(optimizer, state) -> the module whose parameters the optimizer trains``."""
@@ -30,7 +35,7 @@ def collect_state(
     """Replace each module, optimizer and stateful object by its state dict (as the getters make it).
 
     Core's :func:`~fabric_core.utilities.checkpoint.collect_state`, with each optimizer's
-    state taken together with the module it trains (DCP names optimizer state by parameter).
+    state taken together with the module it trains.
     """
     return core_collect_state(
         state,
@@ -40,11 +45,25 @@ def collect_state(
     )
 
 
-def check_names(state: dict[str, Any], saved: list[str], strict: bool, path: Path) -> None:
-    """Raise when ``strict`` and ``state`` names entries the checkpoint does not hold."""
-    missing = [key for key in state if key not in saved]
-    if strict and missing:
-        raise KeyError(
-            f"The checkpoint '{path}' has no entry {', '.join(map(repr, missing))} (it holds: "
-            f"{', '.join(map(repr, saved)) or 'nothing'}). Pass strict=False to load the entries that exist."
-        )
+def apply_state(
+    state: dict[str, Any] | nn.Module | Optimizer | None,
+    checkpoint: dict[str, Any],
+    strict: bool,
+    path: Path,
+    load_module: Callable[[nn.Module, Any, bool], None],
+    load_optimizer: Callable[[nn.Module, Optimizer, Any], None],
+    module_for: ModuleFinder,
+) -> dict[str, Any]:
+    """Restore ``state`` from ``checkpoint`` in place (as the setters load it); return the entries left.
+
+    Core's :func:`~fabric_core.utilities.checkpoint.apply_checkpoint`, with each optimizer's
+    state loaded together with the module it trains.
+    """
+    named = state if isinstance(state, dict) else {}
+
+    def load_with_module(optimizer: Optimizer, value: Any) -> None:
+        load_optimizer(module_for(optimizer, named), optimizer, value)
+
+    return apply_checkpoint(
+        state, checkpoint, strict=strict, path=path, load_module=load_module, load_optimizer=load_with_module
+    )

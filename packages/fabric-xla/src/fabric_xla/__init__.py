@@ -8,9 +8,9 @@ this package imports torch_xla until an XLA strategy or accelerator is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fabric_core.lazy import lazy_exports
 from fabric_xla.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {
+_EXPORTS = {
     "SingleDeviceXLAStrategy": "fabric_xla.single_device",
     "XLAAccelerator": "fabric_xla.accelerator",
     "XLAEnvironment": "fabric_xla.environment",
@@ -43,15 +43,4 @@ _LAZY = {
     "XLAStrategy": "fabric_xla.strategy",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fabric_xla' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

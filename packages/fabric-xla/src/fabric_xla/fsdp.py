@@ -329,13 +329,7 @@ class XLAFSDPStrategy(XLAStrategy):
             checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
             if isinstance(state, dict):
                 _refuse_full_optimizer_state(state, checkpoint, path)
-        if state is None:
-            return checkpoint
-        if isinstance(state, (nn.Module, Optimizer)):
-            apply_checkpoint({"_": state}, {"_": checkpoint}, self, strict)
-            remainder: dict[str, Any] = {}
-        else:
-            remainder = apply_checkpoint(state, checkpoint, self, strict)
+        remainder = apply_checkpoint(state, checkpoint, self, strict, path=path)
         sync()
         return remainder
 

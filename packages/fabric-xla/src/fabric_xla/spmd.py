@@ -50,10 +50,12 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
     the whole batch, as in single-device training. Batches with a different size compile
     a new program, so keep them fixed (``drop_last=True``).
 
-    ``fabric.all_reduce``, ``all_gather``, ``broadcast`` and ``barrier`` are the base
-    class's single-process ones (numbers become tensors; a gather adds a dimension of size
-    one): the one process already holds every result, and the compiler put the
-    cross-device collectives into the step itself.
+    ``fabric.all_reduce``, ``all_gather``, ``broadcast``, ``barrier`` and
+    ``reduce_boolean_decision`` are the base class's single-process ones (numbers become
+    tensors on the SPMD device; a gather adds a dimension of size one): the one process
+    already holds every result, and the compiler put the cross-device collectives into the
+    step itself. What this class adds is placement (the virtual device, sharded parameters
+    and batches) and running the graph (:meth:`mark_step`, and ``sync()`` after each step).
 
     Checkpoints hold full CPU tensors (the runtime assembles the shards), readable by plain
     ``torch.load`` and every other strategy; loading copies into the sharded parameters.
@@ -114,7 +116,7 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
             ValueError: ``devices`` selects fewer devices than the host has, the mesh does not
                 cover the devices, or ``num_nodes`` is more than one.
         """
-        self._configure_parts(config)
+        super().configure(config)
         available = type(config.accelerator).device_count()
         count = len(config.parallel_devices)
         if count != available:

@@ -270,6 +270,11 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
         self._reduced.add(optimizer)
 
     # -- collectives --------------------------------------------------------------------
+    # XLA collectives once the processes run. Before fabric.launch() there is one process,
+    # and each method answers as the base Strategy's single-process default would, but
+    # inline: ParallelStrategy's fallback asks torch.distributed, which the XLA runtime does
+    # not use, and the base's reduce/all_gather need root_device, which has no XLA device yet
+    # (numbers become CPU tensors instead).
 
     def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
         """Reduce ``tensor`` over the processes with an XLA all-reduce.

@@ -29,10 +29,15 @@ _MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fabric`` command."""
+    from fabric_core.__about__ import __version__
+
     parser = argparse.ArgumentParser(
         prog="fabric",
-        description="Scale a PyTorch training loop from one CPU to many GPUs and nodes.",
+        description="Scale a PyTorch training loop from one CPU to many GPUs and nodes. "
+        "`python -m fabric_core` is the same command, and works even where another "
+        "distribution's `fabric` command comes first on the PATH.",
     )
+    parser.add_argument("--version", action="version", version=f"fabric-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_help = "Run a script in one process per device (on this node), under PyTorch's elastic agent."
     run_parser = commands.add_parser("run", help=run_help, description=run_command.__doc__)
@@ -54,8 +59,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _warn_about_other_fabric_commands()
     module = importlib.import_module(_MODULES[args.command])
     return int(getattr(module, f"run_{args.command}")(args))
+
+
+def other_fabric_commands() -> list[str]:
+    """The distributions other than fabric-core that install a ``fabric`` command (e.g. ``lightning``)."""
+    from importlib.metadata import entry_points
+
+    return sorted(
+        {
+            entry.dist.name if entry.dist is not None else entry.value
+            for entry in entry_points(group="console_scripts", name="fabric")
+            if not entry.value.startswith("fabric_core")
+        }
+    )
+
+
+def _warn_about_other_fabric_commands() -> None:
+    others = other_fabric_commands()
+    if others:
+        print(
+            f"fabric: {', '.join(others)} also install(s) a `fabric` command; which one runs depends on the "
+            "order of installation. `python -m fabric_core ...` always runs this one.",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

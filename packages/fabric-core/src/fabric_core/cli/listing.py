@@ -43,7 +43,7 @@ def strategy_rows(registry: Registry = STRATEGY_REGISTRY) -> list[dict[str, Any]
                 listed.add(name)
                 rows.append(_missing_row(name, info.distribution, f"plugin {info.status}: {info.error}"))
     problems = {_normalize(info.distribution): info for info in not_loaded}
-    for name, distribution in registry._hints.items():
+    for name, distribution in registry.hints.items():
         if name in listed:
             continue
         problem = problems.get(_normalize(distribution))
@@ -145,8 +145,7 @@ def environment_report() -> dict[str, Any]:
         "cuda devices": torch.cuda.device_count() if cuda else 0,
         "cuda version": torch.version.cuda,
         "mps available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-        "xla installed": _installed("torch_xla"),
-        "deepspeed installed": _installed("deepspeed"),
+        **{name: _version_of(name) for name in ("numpy", "pluggy", "deepspeed", "torch_xla")},
         "cluster environment": type(detect_environment()).__name__,
         "plugins": [f"{i.name} ({i.distribution} {i.version}): {i.status}" for i in plugin_infos()],
         "FABRIC_* variables": [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("FABRIC_")],
@@ -154,10 +153,13 @@ def environment_report() -> dict[str, Any]:
     return report
 
 
-def _installed(module: str) -> bool:
-    from importlib.util import find_spec
+def _version_of(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    return find_spec(module) is not None
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -9,18 +9,24 @@ naming the ranks.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fabric_core.environments.local import find_free_port
 
-__all__ = ["DEFAULT_MULTI_NODE_PORT", "AgentSettings", "WorkerFailure", "WorkersFailedError", "run_agent"]
+__all__ = [
+    "DEFAULT_MULTI_NODE_PORT",
+    "AgentSettings",
+    "FailureRole",
+    "WorkerFailure",
+    "WorkersFailedError",
+    "run_agent",
+]
 
 DEFAULT_MULTI_NODE_PORT = 29500
 """The rendezvous port on the main node when none is given (torchrun's default)."""
@@ -60,6 +66,10 @@ class AgentSettings:
         return find_free_port() if self.num_nodes == 1 else DEFAULT_MULTI_NODE_PORT
 
 
+FailureRole = Literal["cause", "stopped", "lost_peer"]
+_ROLE_ORDER: tuple[FailureRole, ...] = ("cause", "stopped", "lost_peer")
+
+
 @dataclass(frozen=True)
 class WorkerFailure:
     """One worker that failed: its ranks and how it ended."""
@@ -70,17 +80,18 @@ class WorkerFailure:
     message: str
 
     @property
-    def blame(self) -> int:
-        """How likely this worker caused the failure (lower: more likely).
+    def role(self) -> FailureRole:
+        """The part this worker played in the failure.
 
-        0: it failed on its own; 1: the agent stopped it (SIGTERM); 2: its collective broke
-        because a peer's connection closed.
-        A surviving rank's collective fails as soon as the failing rank's process closes its
-        connections, sometimes before the agent has seen that process exit.
+        ``"cause"``: it failed on its own. ``"stopped"``: the agent stopped it (SIGTERM)
+        after another worker failed. ``"lost_peer"``: its collective broke because a peer's
+        connection closed; a surviving rank's collective fails as soon as the failing
+        rank's process closes its connections, sometimes before the agent has seen that
+        process exit, so such a rank is not the cause even when it is reported first.
         """
         if any(marker in self.message for marker in _PEER_LOST_MARKERS):
-            return 2
-        return 1 if self.exitcode == -signal.SIGTERM else 0
+            return "lost_peer"
+        return "stopped" if self.exitcode == -signal.SIGTERM else "cause"
 
     def describe(self) -> str:
         """E.g. ``rank 1 (local rank 1) was killed by SIGKILL``."""
@@ -107,8 +118,8 @@ class WorkersFailedError(RuntimeError):
     """
 
     def __init__(self, failures: list[WorkerFailure]) -> None:
-        self.failures = sorted(failures, key=lambda f: (f.blame, f.global_rank))
-        causes = [f for f in self.failures if f.blame == self.failures[0].blame]
+        self.failures = sorted(failures, key=lambda f: (_ROLE_ORDER.index(f.role), f.global_rank))
+        causes = [f for f in self.failures if f.role == self.failures[0].role]
         followed = [f.global_rank for f in self.failures if f not in causes]
         message = "; ".join(f.describe() for f in causes)
         if followed:
@@ -204,88 +215,3 @@ def _message_of(message: Any) -> str:
     if isinstance(message, dict):
         return str(message.get("message", ""))
     return str(message or "")
-
-
-def record_worker_errors() -> None:
-    """Make an uncaught exception in this worker reach the agent with its message and time.
-
-    Under the elastic agent (``TORCHELASTIC_ERROR_FILE`` set), the exception is written to
-    the agent's error file, so the launcher's summary can tell the rank that raised first
-    from the ranks whose collectives broke afterwards. Does nothing elsewhere.
-    """
-    if "TORCHELASTIC_ERROR_FILE" not in os.environ or getattr(sys.excepthook, "_fabric_records", False):
-        return
-    previous = sys.excepthook
-
-    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
-        if isinstance(value, Exception):
-            try:
-                from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
-
-                ErrorHandler().record_exception(value)
-            except Exception:  # recording is best effort; the traceback is still printed
-                pass
-        previous(kind, value, traceback)
-
-    hook._fabric_records = True  # type: ignore[attr-defined]
-    sys.excepthook = hook
-    _exit_status_guard.install()
-
-
-class _ExitStatusGuard:
-    """Ends a worker with ``os._exit`` once Python's own shutdown work is done.
-
-    A gloo worker that exits normally can still abort in a C++ destructor during the
-    interpreter's final teardown ("terminate called without an active exception", a
-    torch.distributed issue), turning a finished run into a crash that makes the agent
-    stop the other ranks. Registered at process-group set-up, so it runs after every
-    ``atexit`` handler registered later, this hook flushes output and logging, destroys
-    the process group and leaves with the status Python would have used: 1 after an
-    uncaught exception, the ``sys.exit`` code, else 0.
-    """
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.installed = False
-
-    def install(self) -> None:
-        if self.installed:
-            return
-        self.installed = True
-        original_exit, original_hook = sys.exit, sys.excepthook
-
-        def exit_with(status: Any = None) -> None:
-            self.status = _status_of(status)
-            original_exit(status)
-
-        def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
-            self.status = 1
-            original_hook(kind, value, traceback)
-
-        sys.exit = exit_with  # type: ignore[assignment]
-        sys.excepthook = hook
-        atexit.register(self.finish)
-
-    def finish(self) -> None:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-        os._exit(self.status)
-
-
-def _status_of(status: Any) -> int:
-    if status is None:
-        return 0
-    if isinstance(status, int):
-        return status
-    return 1
-
-
-_exit_status_guard = _ExitStatusGuard()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from fabric_core.launchers.agent import AgentSettings, WorkersFailedError, run_agent
 from fabric_core.launchers.launcher import Launcher
+from fabric_core.launchers.worker_exit import install_worker_exit
 
 if TYPE_CHECKING:
     from fabric_core.strategies.parallel import ParallelStrategy
@@ -43,7 +44,9 @@ class ElasticLauncher(Launcher):
       this process; the only method that works from a notebook.
 
     When the processes already exist (``fabric run``, ``torchrun``, ``srun``, ...) the
-    launcher joins them instead: the script runs unchanged either way.
+    launcher joins them instead: the script runs unchanged either way. In each worker it
+    installs :mod:`~fabric_core.launchers.worker_exit`, so an error reaches the agent and
+    the exit status survives the interpreter's teardown.
 
     Args:
         strategy: The strategy whose processes are launched.
@@ -88,6 +91,8 @@ class ElasticLauncher(Launcher):
             WorkersFailedError: A worker of a function launch failed.
         """
         if not self.needs_launch:
+            # This process is a worker already (or the only process).
+            install_worker_exit()
             return function(*args, **kwargs)
         if not self.is_interactive_compatible and is_interactive():
             raise RuntimeError(_NOT_INTERACTIVE[self.start_method])
@@ -132,6 +137,7 @@ def is_interactive() -> bool:
 def _run_worker(strategy: ParallelStrategy, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     from fabric_core.environments.torchelastic import TorchElasticEnvironment
 
+    install_worker_exit()
     # The agent exported this worker's ranks; read them from there.
     strategy.cluster_environment = TorchElasticEnvironment()
     return function(*args, **kwargs)

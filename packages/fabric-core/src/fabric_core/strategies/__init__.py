@@ -9,8 +9,8 @@ The first-party plugins' classes can be imported from here too, as from
 imported from its distribution on first access, and a missing distribution is named.
 """
 
-from fabric_core._lazy import lazy_exports
 from fabric_core._registries import STRATEGY_REGISTRY, StrategyRegistry
+from fabric_core.lazy import lazy_exports
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.dp import DataParallelStrategy
 from fabric_core.strategies.parallel import ParallelStrategy

@@ -54,7 +54,7 @@ class DataParallelStrategy(Strategy):
 
     def configure(self, config: StrategyConfig) -> None:
         """Adopt the CUDA devices of this node (one node only)."""
-        self._configure_parts(config)
+        super().configure(config)
         if config.num_nodes != 1:
             raise ValueError(
                 f"strategy='dp' runs in one process on one node, not num_nodes={config.num_nodes}. "
@@ -86,12 +86,12 @@ class DataParallelStrategy(Strategy):
             state_dict, strict=strict
         )
 
-    def reduce(self, tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
         """Average (``reduce_op="sum"``: sum) a tensor that DataParallel gathered from the replicas.
 
-        A scalar (or a Python number) is already the whole result and is returned as a tensor.
+        A scalar (or a Python number) is already the whole result and is returned as a tensor;
+        ``group`` is ignored (there is one process).
         """
-        reduce_op = kwargs.get("reduce_op", args[1] if len(args) > 1 else None)
         tensor = as_tensor(tensor, self.root_device)
         if isinstance(tensor, torch.Tensor) and tensor.ndim > 0:
             return tensor.sum() if reduce_op == "sum" else tensor.float().mean()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 from abc import ABC
 from datetime import timedelta
@@ -14,8 +13,8 @@ import torch.distributed as dist
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
-from fabric_core.launchers.agent import record_worker_errors
 from fabric_core.launchers.elastic import ElasticLauncher, StartMethod
+from fabric_core.launchers.worker_exit import destroy_process_group_at_exit
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
@@ -87,7 +86,7 @@ class ParallelStrategy(Strategy, ABC):
 
     def configure(self, config: StrategyConfig) -> None:
         """Adopt devices, node count and cluster environment, refusing contradictions."""
-        self._configure_parts(config)
+        super().configure(config)
         given = self._parallel_devices
         if given is not None and config.given("devices") and len(given) != len(config.parallel_devices):
             raise ValueError(
@@ -195,7 +194,6 @@ class ParallelStrategy(Strategy, ABC):
         Raises:
             RuntimeError: An existing group's size disagrees with the expected world size.
         """
-        record_worker_errors()
         environment = self.cluster_environment
         environment.set_world_size(self.num_nodes * self.num_processes)
         environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
@@ -213,9 +211,7 @@ class ParallelStrategy(Strategy, ABC):
             self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
         )
         self._owns_process_group = True
-        # A process that exits with its gloo group alive can abort in the group's destructor
-        # ("terminate called without an active exception"): destroy it on the way out.
-        atexit.register(_destroy_process_group_at_exit)
+        destroy_process_group_at_exit()
 
     def teardown(self) -> None:
         """Destroy the process group this strategy formed, then release the other parts."""
@@ -255,10 +251,9 @@ class ParallelStrategy(Strategy, ABC):
         With ``sync_grads=True`` the result stays in the autograd graph, so gradients flow
         back to each process's own slice.
         """
-        tensor = as_tensor(tensor, self.root_device)
         if not collectives.is_distributed():
-            return tensor.unsqueeze(0)
-        return collectives.all_gather(tensor, group, sync_grads)
+            return super().all_gather(tensor, group, sync_grads)
+        return collectives.all_gather(as_tensor(tensor, self.root_device), group, sync_grads)
 
     def broadcast(self, tensor: _T, src: int = 0) -> _T:
         """Send ``tensor`` (or any picklable object) from process ``src`` to every process.
@@ -266,7 +261,7 @@ class ParallelStrategy(Strategy, ABC):
         A tensor is broadcast in place and keeps its device; other objects are pickled.
         """
         if not collectives.is_distributed():
-            return tensor
+            return super().broadcast(tensor, src)
         return collectives.broadcast(tensor, src)
 
     def barrier(self, name: str | None = None) -> None:
@@ -277,7 +272,7 @@ class ParallelStrategy(Strategy, ABC):
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """True when every process (``all=True``) or any process (``all=False``) decided true."""
         if not collectives.is_distributed():
-            return decision
+            return super().reduce_boolean_decision(decision, all)
         flag = torch.tensor(int(decision), device=self.root_device)
         collectives.all_reduce(flag, None, "sum")
         return bool(flag == self.world_size) if all else bool(flag > 0)
@@ -295,8 +290,3 @@ def _check_backend(backend: str | None, device_type: str) -> None:
             f"process_group_backend='nccl' needs NVIDIA GPUs (CUDA) and a torch built with NCCL, but this run uses "
             f"{where}. On a CPU use process_group_backend='gloo', or leave it unset to get the device's default."
         )
-
-
-def _destroy_process_group_at_exit() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

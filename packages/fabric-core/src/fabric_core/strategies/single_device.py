@@ -43,7 +43,7 @@ class SingleDeviceStrategy(Strategy):
         self._device = torch.device(device) if device is not None else None
 
     def configure(self, config: StrategyConfig) -> None:
-        """Adopt the resolved device, refusing a count or device that contradicts ``device=``."""
+        """Adopt the resolved device, refusing several devices or nodes, or a device that contradicts ``device=``."""
         if self._device is not None and (config.given("devices") or config.given("accelerator")):
             requested = config.parallel_devices
             if len(requested) != 1 or requested[0] != self._device:
@@ -53,6 +53,12 @@ class SingleDeviceStrategy(Strategy):
                     + f"), which selects {[str(d) for d in requested]}. Pass the device in one place only."
                 )
         super().configure(config)
+        if len(config.parallel_devices) != 1 or config.num_nodes != 1:
+            raise ValueError(
+                f"{type(self).__name__} runs one process on one device, but Fabric(devices="
+                f"{len(config.parallel_devices)}, num_nodes={config.num_nodes}) was given. Use a multi-process "
+                "strategy such as strategy='ddp' (pip install fabric-ddp), or devices=1."
+            )
 
     def __repr__(self) -> str:
         return f"SingleDeviceStrategy(device='{self._device}', precision={self._precision!r})"

@@ -125,25 +125,15 @@ class Strategy:
     def configure(self, config: StrategyConfig) -> None:
         """Take the settings the connector resolved, and check this strategy can honour them.
 
-        The default accepts one device on one node and trains on it. Multi-process
-        strategies override it.
+        Every strategy follows this one template: the base adopts the accelerator, the
+        precision plugin and the checkpoint I/O (refusing contradictions with what the
+        instance was built with) and the first device; a subclass that adds settings
+        (devices, nodes, a mesh) extends it, calling ``super().configure(config)`` first.
 
         Raises:
             ValueError: The settings ask for something this strategy cannot do; the message
                 says which ``Fabric`` argument to change.
         """
-        self._configure_parts(config)
-        if len(config.parallel_devices) != 1 or config.num_nodes != 1:
-            raise ValueError(
-                f"{type(self).__name__} runs one process on one device, but Fabric(devices="
-                f"{len(config.parallel_devices)}, num_nodes={config.num_nodes}) was given. Use a multi-process "
-                "strategy such as strategy='ddp' (pip install fabric-ddp), or devices=1."
-            )
-        if self._device is None:
-            self._device = config.parallel_devices[0]
-
-    def _configure_parts(self, config: StrategyConfig) -> None:
-        """Adopt the accelerator, precision and checkpoint I/O, refusing contradictions."""
         device_type = config.accelerator.device_type
         if self.supported_accelerators is not None and device_type not in self.supported_accelerators:
             needed = " or ".join(self.supported_accelerators)
@@ -176,6 +166,8 @@ class Strategy:
                     "in plugins=[...]."
                 )
             self._checkpoint_io = config.checkpoint_io
+        if self._device is None:
+            self._device = config.parallel_devices[0]
 
     @classmethod
     def precision_for(cls, precision: str, device_type: str) -> Precision:
@@ -372,6 +364,10 @@ class Strategy:
         """The state dict of an optimizer returned by :meth:`setup_optimizer`."""
         return optimizer.state_dict()
 
+    def load_optimizer_state(self, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
+        """Load a state dict made by :meth:`get_optimizer_state` into an optimizer returned by :meth:`setup_optimizer`."""
+        optimizer.load_state_dict(state_dict)
+
     def load_module_state_dict(
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
@@ -422,12 +418,7 @@ class Strategy:
             The checkpoint entries that were not restored into ``state``.
         """
         checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
-        if state is None:
-            return checkpoint
-        if isinstance(state, (nn.Module, Optimizer)):
-            apply_checkpoint({"_": state}, {"_": checkpoint}, self, strict)
-            return {}
-        return apply_checkpoint(state, checkpoint, self, strict)
+        return apply_checkpoint(state, checkpoint, self, strict, path=path)
 
     def teardown(self) -> None:
         """Release everything the strategy acquired."""

@@ -4,12 +4,15 @@ The names Lightning Fabric's ``lightning.fabric.utilities`` offers are importabl
 here, each loaded on first access.
 """
 
-from fabric_core._lazy import lazy_exports
+from fabric_core.lazy import lazy_exports
 
 __all__ = [
     "DistributedSamplerWrapper",
+    "Throughput",
+    "ThroughputMonitor",
     "convert_to_tensors",
     "is_wrapped",
+    "measure_flops",
     "move_data_to_device",
     "rank_zero_debug",
     "rank_zero_info",
@@ -25,8 +28,11 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "DistributedSamplerWrapper": "fabric_core.utilities.data",
+        "Throughput": "fabric_core.utilities.throughput",
+        "ThroughputMonitor": "fabric_core.utilities.throughput",
         "convert_to_tensors": "fabric_core.utilities.apply_func",
         "is_wrapped": "fabric_core.wrappers",
+        "measure_flops": "fabric_core.utilities.throughput",
         "move_data_to_device": "fabric_core.utilities.apply_func",
         "rank_zero_debug": "fabric_core.utilities.rank_zero",
         "rank_zero_info": "fabric_core.utilities.rank_zero",

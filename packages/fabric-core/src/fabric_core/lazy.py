@@ -1,4 +1,11 @@
-"""Module attributes imported on first access, so importing a package stays cheap."""
+"""Module attributes imported on first access, so importing a package stays cheap.
+
+Plugin distributions use it in their ``__init__.py`` the way fabric-core does::
+
+    from fabric_core.lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(__name__, {"MyStrategy": "my_package.strategy"})
+"""
 
 from __future__ import annotations
 
