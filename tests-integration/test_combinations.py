@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 from probes import ASKED_FOR, expected_strategies, probe
-from venvs import ROOT
 
 LOCALSGD_NAMES = {"localsgd", "localsgd_spawn", "localsgd_fork"}
-
-
-def _missing(package: str) -> str | None:
-    if (ROOT / "packages" / package).is_dir():
-        return None
-    return f"packages/{package} does not exist yet; this combination is tested once it does"
 
 
 @dataclass(frozen=True)
@@ -28,11 +21,6 @@ class Combination:
     no_deps: tuple[str, ...] = ()
     first_party: frozenset[str] = frozenset()
     third_party_names: frozenset[str] = frozenset()
-    skip: str | None = None
-
-    def param(self) -> Any:
-        marks = [pytest.mark.skip(reason=self.skip)] if self.skip else []
-        return pytest.param(self, id=self.label, marks=marks)
 
 
 COMBINATIONS = [
@@ -44,7 +32,6 @@ COMBINATIONS = [
         ("fabric-core",),
         no_deps=("fabric-deepspeed", "tripwire-deepspeed"),
         first_party=frozenset({"fabric-deepspeed"}),
-        skip=_missing("fabric-deepspeed"),
     ),
     Combination(
         "core+third-party",
@@ -65,7 +52,9 @@ def report(request: pytest.FixtureRequest, fresh_environment: Any) -> dict[str, 
     return {"combination": combination, **_PROBES[combination.label]}
 
 
-parametrize = pytest.mark.parametrize("report", [c.param() for c in COMBINATIONS], indirect=True)
+parametrize = pytest.mark.parametrize(
+    "report", COMBINATIONS, indirect=True, ids=[combination.label for combination in COMBINATIONS]
+)
 
 
 @parametrize
@@ -102,19 +91,16 @@ HEAVY_PLUGINS = {"fabric-deepspeed": "tripwire-deepspeed", "fabric-xla": "tripwi
 
 @pytest.fixture(scope="module")
 def heavy_report(fresh_environment: Any) -> dict[str, Any]:
-    """fabric-core with every heavy first-party plugin that exists, each next to its stand-in."""
-    present = [plugin for plugin in HEAVY_PLUGINS if (ROOT / "packages" / plugin).is_dir()]
-    no_deps = tuple(name for plugin in present for name in (plugin, HEAVY_PLUGINS[plugin]))
-    return probe(fresh_environment("fabric-core", no_deps=no_deps), set(present))
+    """fabric-core with every heavy first-party plugin, each next to its stand-in."""
+    no_deps = tuple(name for plugin, stand_in in HEAVY_PLUGINS.items() for name in (plugin, stand_in))
+    return probe(fresh_environment("fabric-core", no_deps=no_deps), set(HEAVY_PLUGINS))
 
 
-@pytest.mark.skipif(_missing("fabric-deepspeed") is not None, reason=str(_missing("fabric-deepspeed")))
 def test_import_and_listing_all_strategies_does_not_import_deepspeed(heavy_report: dict[str, Any]) -> None:
     assert "deepspeed_stage_3" in heavy_report["registered"]
     assert not [m for m in heavy_report["heavy_after_listing"] if m.startswith("deepspeed")]
 
 
-@pytest.mark.skipif(_missing("fabric-xla") is not None, reason=str(_missing("fabric-xla")))
 def test_import_and_listing_all_strategies_does_not_import_torch_xla(heavy_report: dict[str, Any]) -> None:
     assert "xla" in heavy_report["registered"]
     assert not [m for m in heavy_report["heavy_after_listing"] if m.startswith("torch_xla")]

@@ -7,10 +7,17 @@ import time
 from typing import Any
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from fabric_core.strategies import ParallelStrategy, SingleDeviceStrategy
-from fabric_core.testing import CHECK_NAMES, StrategyConformance, StrategyConformanceSuite
+from fabric_core.testing import (
+    CHECK_NAMES,
+    ConformanceReport,
+    StrategyConformance,
+    StrategyConformanceSuite,
+    run_together,
+)
 
 
 class TestSingleDeviceConformance(StrategyConformanceSuite):
@@ -40,6 +47,40 @@ class SloppyStrategy(ParallelStrategy):
         super().teardown()
 
 
+class DriftingStrategy(ParallelStrategy):
+    """Declares an update of its own, but rank 1's replica drifts even when every rank sees the same data."""
+
+    def optimizer_step(self, optimizer: Any, **kwargs: Any) -> Any:
+        result = super().optimizer_step(optimizer, **kwargs)
+        if self.global_rank == 1:
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for parameter in group["params"]:
+                        parameter.mul_(1.01)
+        return result
+
+
+@pytest.fixture(scope="module")
+def broken_reports() -> dict[str, ConformanceReport]:
+    """The sloppy and the drifting strategy, run in one launch (one after the other in the same processes)."""
+    sloppy, drifting = run_together(
+        [
+            StrategyConformance(
+                SloppyStrategy, world_size=2, supports_no_backward_sync=True, skip=["all_gather_sync_grads"]
+            ),
+            StrategyConformance(
+                DriftingStrategy,
+                world_size=2,
+                update="own",
+                supports_no_backward_sync=False,
+                skip=["all_gather_sync_grads"],
+            ),
+        ],
+        raise_on_failure=False,
+    )
+    return {"sloppy": sloppy, "drifting": drifting}
+
+
 class HangingStrategy(ParallelStrategy):
     """Rank 1 never arrives at the second barrier."""
 
@@ -52,12 +93,10 @@ class HangingStrategy(ParallelStrategy):
         super().barrier(name)
 
 
-def test_a_sloppy_strategy_fails_exactly_the_checks_it_breaks() -> None:
-    conformance = StrategyConformance(
-        SloppyStrategy, world_size=2, supports_no_backward_sync=True, skip=["all_gather_sync_grads"]
-    )
-
-    report = conformance.run(raise_on_failure=False)
+def test_a_sloppy_strategy_fails_exactly_the_checks_it_breaks(
+    broken_reports: dict[str, ConformanceReport],
+) -> None:
+    report = broken_reports["sloppy"]
 
     statuses = {result.name: result.status for result in report.results}
     assert statuses == {
@@ -86,6 +125,21 @@ def test_a_sloppy_strategy_fails_exactly_the_checks_it_breaks() -> None:
     message = str(excinfo.value)
     assert message.startswith("strategy 'SloppyStrategy' (world_size=2") and "failed 6 of 12" in message
     assert "  training:\n    rank 0: outputs after 4 steps vs one process on batches of 8" in message
+
+
+def test_an_own_update_must_keep_the_replicas_in_agreement(
+    broken_reports: dict[str, ConformanceReport],
+) -> None:
+    report = broken_reports["drifting"]
+
+    failed = {result.name for result in report.results if result.status == "failed"}
+    assert failed == {"training", "no_backward_sync", "checkpoint"}, report.summary()
+    assert report.launch_error == ""
+    (problem,) = report["training"].problems
+    assert problem.startswith("across ranks: after step 1, rank 1's model gives outputs up to"), problem
+    assert problem.endswith("although every rank trained on the same batches: the replicas disagree")
+    assert "vs one process" not in report["no_backward_sync"].problems[0], "no reference under update='own'"
+    assert "steps after the load vs" in report["checkpoint"].problems[0]
 
 
 def test_a_hanging_rank_times_out_and_the_run_reports_where() -> None:
@@ -162,6 +216,7 @@ def test_the_in_process_run_releases_nothing_it_did_not_take() -> None:
             "skip= names unknown check(s) ['colectives']; the checks are: pickle, processes",
         ),
         ({"setup": "later"}, "setup='later' must be one of 'together', 'separately'"),
+        ({"update": "local"}, "update='local' must be one of 'global_batch', 'own'"),
         ({"launch": "torchrun"}, "launch='torchrun' must be one of 'auto', 'fabric', 'agent'"),
         ({"tolerance": -1.0}, "tolerance=-1.0 must be >= 0"),
     ],

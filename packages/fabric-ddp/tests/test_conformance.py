@@ -1,6 +1,7 @@
 """fabric-ddp keeps the Strategy contract: the conformance kit of fabric-core, on 2 CPU processes (gloo).
 
-Each class launches its processes once and reports every check as its own test.
+Each class reports every check as its own test. ``ddp`` and the compressed variant share
+one launch of the elastic agent (``launch_group``); ``ddp_spawn`` starts its own processes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class TestDDPConformance(StrategyConformanceSuite):
 
     strategy = "ddp"
     tolerance = 1e-6
+    launch_group = "agent"
 
 
 class TestDDPSpawnOwnLauncherConformance(StrategyConformanceSuite):
@@ -36,3 +38,4 @@ class TestDDPWithCompressedGradientsConformance(StrategyConformanceSuite):
 
     strategy = fp16_compressed_ddp
     tolerance = 1e-3
+    launch_group = "agent"

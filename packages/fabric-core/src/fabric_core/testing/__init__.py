@@ -26,17 +26,26 @@ The checks (:data:`CHECK_NAMES`), in run order:
   results ``torch.distributed`` semantics prescribe, for tensors and collections.
 - ``setup``: ``fabric.setup`` wraps model and optimizer, places parameters on the device,
   and keeps the model's outputs and state-dict keys.
-- ``training``: after a few steps, the model matches plain PyTorch in one process trained on
-  the global batch (what every rank together saw).
-- ``no_backward_sync``: inside the block gradients are each rank's own; the next backward
-  averages the accumulated sums.
-- ``checkpoint``: ``fabric.save`` then ``fabric.load`` restores parameters, optimizer state
-  and plain values, and training resumes identically.
+- ``training``: after a few steps, the model's outputs and the steps' losses match plain
+  PyTorch in one process trained on the global batch (what every rank together saw).
+- ``no_backward_sync``: micro-batches accumulated inside the block, then one synchronised
+  backward and a step, match one process adding up the global micro-batches' gradients.
+- ``checkpoint``: a new model and optimizer that ``fabric.load`` what ``fabric.save`` wrote
+  give the saved outputs, the plain values, and the continued run's losses and outputs.
 - ``teardown``: ``fabric.strategy.teardown()`` destroys the process group.
+
+The checks observe what a training loop observes (outputs on a fixed batch, losses), never
+``param.grad``, optimizer state or local shards, so sharded and engine-based strategies are
+checked like replicated ones. A strategy that changes the update on purpose (local SGD)
+declares ``update="own"``: ``training`` and ``no_backward_sync`` then give every rank the
+same batches and require replicas that agree with each other, instead of the reference.
+
+Several strategies can share one launch: :func:`run_together`, or suite classes with the
+same ``launch_group``.
 """
 
 from fabric_core.testing._checks import CHECK_NAMES
-from fabric_core.testing.conformance import StrategyConformance, StrategySpec
+from fabric_core.testing.conformance import StrategyConformance, StrategySpec, run_together
 from fabric_core.testing.report import CheckResult, ConformanceReport
 from fabric_core.testing.suite import StrategyConformanceSuite
 
@@ -47,4 +56,5 @@ __all__ = [
     "StrategyConformance",
     "StrategyConformanceSuite",
     "StrategySpec",
+    "run_together",
 ]

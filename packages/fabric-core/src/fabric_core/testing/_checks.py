@@ -90,20 +90,20 @@ CHECKS: Final = _checks(
     Check(
         "training",
         training.check_training,
-        None,
-        "backward and optimizer steps match one process training on the global batch",
+        training.verify_replicas,
+        "the outputs and losses of a few steps match one process training on the global batch",
     ),
     Check(
         "no_backward_sync",
         training.check_no_backward_sync,
-        training.verify_no_backward_sync,
-        "gradients stay local inside the block and are averaged by the next backward",
+        training.verify_replicas,
+        "micro-batches accumulated inside the block, then one step, match one process on the global batch",
     ),
     Check(
         "checkpoint",
         training.check_checkpoint,
-        None,
-        "save then load restores parameters, optimizer and user state, and training resumes identically",
+        training.verify_checkpoint,
+        "a new model and optimizer loading a checkpoint give the saved outputs and resume training identically",
     ),
     Check("teardown", training.check_teardown, None, "strategy.teardown() destroys the process group"),
 )

@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Plan", "SetupMode"]
+__all__ = ["Plan", "SetupMode", "UpdateRule"]
 
 SetupMode = Literal["together", "separately"]
+
+UpdateRule = Literal["global_batch", "own"]
+"""What one optimizer step of a strategy amounts to, as the numeric checks compare it.
+
+``"global_batch"``: one process stepping on every rank's batch together (data parallel,
+sharded or not). ``"own"``: the strategy changes the update on purpose (local SGD,
+compressed gradients, ...), so the checks compare the replicas with each other instead.
+"""
 
 
 @dataclass(frozen=True)
@@ -21,8 +29,9 @@ class Plan:
             ``rank-<r>.json`` there and checkpoints go to its ``checkpoint`` entry.
         tolerance: ``rtol`` and ``atol`` for comparisons with the single-process reference.
         timeout: Seconds one check may take on a rank before that rank gives up and exits.
-        supports_no_backward_sync: Whether the strategy all-reduces gradients in backward
-            and ``no_backward_sync`` skips that.
+        supports_no_backward_sync: Whether ``no_backward_sync`` skips the synchronisation
+            of gradients (then the block must not warn that it cannot).
+        update: What an optimizer step amounts to (see :data:`UpdateRule`).
         setup: ``"together"`` sets up model and optimizer with one ``fabric.setup(model,
             optimizer)`` call; ``"separately"`` uses ``fabric.setup_module(model)`` and builds
             the optimizer from the set-up model's parameters (what sharding strategies need).
@@ -39,6 +48,7 @@ class Plan:
     tolerance: float
     timeout: float
     supports_no_backward_sync: bool
+    update: UpdateRule
     setup: SetupMode
     precision: str
     seed: int

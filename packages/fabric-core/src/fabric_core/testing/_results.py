@@ -15,7 +15,7 @@ from fabric_core.testing.report import CheckResult
 if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
 
-__all__ = ["collect_results", "run_in_launcher"]
+__all__ = ["collect_results", "finished", "run_in_launcher"]
 
 
 def run_in_launcher(name: str, fabric: Fabric, plan: Plan) -> CheckResult:
@@ -52,6 +52,17 @@ def collect_results(
         else:
             results.append(_result(name, plan, ranks, reason))
     return tuple(results)
+
+
+def finished(plan: Plan) -> bool:
+    """Whether every rank recorded an outcome for every check of the plan that runs on the ranks."""
+    ranks = _read_ranks(plan)
+    names = [name for name in plan.checks if CHECKS[name].where == "ranks"]
+    for rank in range(plan.world_size):
+        checks = ranks.get(rank, {}).get("checks", {})
+        if any(checks.get(name, {}).get("status") in (None, "running") for name in names):
+            return False
+    return True
 
 
 def _read_ranks(plan: Plan) -> dict[int | str, dict[str, Any]]:

@@ -14,7 +14,6 @@ __all__ = [
     "MOMENTUM",
     "PER_RANK_BATCH",
     "eval_batch",
-    "plain_grads",
     "make_model",
     "make_optimizer",
     "micro_batch",
@@ -66,28 +65,28 @@ def reference_dtype(precision: str) -> torch.dtype:
 
 
 def reference_training(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, global_batch: int, dtype: torch.dtype
-) -> nn.Module:
-    """Train a copy of ``model`` in one process, on batches of ``global_batch`` samples, in order."""
+    model: nn.Module,
+    steps: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    dtype: torch.dtype,
+    probes: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+) -> tuple[nn.Module, list[float]]:
+    """Train a copy of ``model`` in one process and return it with the losses of ``probes``.
+
+    Step ``s`` adds up the gradients of the micro-batches ``steps[s]`` (each a global
+    micro-batch: every rank's part together), then the optimizer steps once. ``probes[s][m]``
+    (one rank's part of ``steps[s][m]``) is evaluated without gradients just before that
+    micro-batch's backward pass: the loss that rank should see.
+    """
     reference = copy.deepcopy(model).to("cpu", dtype)
     optimizer = make_optimizer(reference.parameters())
-    for start in range(0, len(x), global_batch):
-        xb, yb = x[start : start + global_batch].to(dtype), y[start : start + global_batch].to(dtype)
-        nn.functional.mse_loss(reference(xb), yb).backward()
+    losses: list[float] = []
+    for index, micro_batches in enumerate(steps):
+        for micro, (xb, yb) in enumerate(micro_batches):
+            if probes is not None:
+                px, py = probes[index][micro]
+                with torch.no_grad():
+                    losses.append(nn.functional.mse_loss(reference(px.to(dtype)), py.to(dtype)).item())
+            nn.functional.mse_loss(reference(xb.to(dtype)), yb.to(dtype)).backward()
         optimizer.step()
         optimizer.zero_grad()
-    return reference
-
-
-def plain_grads(module: nn.Module) -> torch.Tensor | None:
-    """Every parameter's gradient, flattened into one CPU float64 vector.
-
-    ``None`` when a gradient cannot be compared with a plain model's: it is missing (a
-    sharding strategy may keep it elsewhere) or sharded (a DTensor).
-    """
-    grads = [parameter.grad for parameter in module.parameters()]
-    if not grads or any(grad is None or hasattr(grad, "to_local") for grad in grads):
-        return None
-    return torch.cat(
-        [grad.detach().reshape(-1).to("cpu", torch.float64) for grad in grads if grad is not None]
-    )
+    return reference, losses

@@ -142,16 +142,58 @@ def run_checks(fabric: Fabric, plan: Plan) -> None:
         watchdog.stop()
 
 
-def agent_main(spec: StrategySpec, plan: Plan) -> None:
-    """The worker of a run launched with the elastic agent: build the ``Fabric`` here, then run."""
-    try:
-        fabric = spec.build_fabric()
-    except Exception as error:
-        _Recorder(plan.results_dir, os.environ.get("RANK", "unknown")).error(
-            f"building the strategy failed: {describe_error(error)}"
-        )
-        raise
-    fabric.launch(run_checks, plan)
+def agent_main(runs: list[tuple[StrategySpec, Plan]]) -> None:
+    """The worker of a launch by the elastic agent: for each run, build its ``Fabric`` here and run its checks.
+
+    Several runs share one launch one after another (see
+    :func:`~fabric_core.testing.run_together`): each strategy forms the process group in
+    its ``setup_environment`` and its ``teardown`` check destroys it; a group a run left
+    behind is destroyed before the next run. Every run after the first forms its group
+    through a store of its own (:func:`_fresh_rendezvous`).
+    """
+    import torch.distributed as dist
+
+    agent_port = int(os.environ.get("MASTER_PORT", "0"))
+    for index, (spec, plan) in enumerate(runs):
+        if index:
+            _fresh_rendezvous(agent_port, index)
+        try:
+            fabric = spec.build_fabric()
+        except Exception as error:
+            _Recorder(plan.results_dir, os.environ.get("RANK", "unknown")).error(
+                f"building the strategy failed: {describe_error(error)}"
+            )
+            if len(runs) == 1:
+                raise
+            continue
+        fabric.launch(run_checks, plan)
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _fresh_rendezvous(agent_port: int, index: int) -> None:
+    """Point ``MASTER_PORT`` at a new store that rank 0 hosts, for the ``index``-th run of a launch.
+
+    Workers of the elastic agent form their process group through the agent's store, whose
+    keys outlive a destroyed group: a second group formed there would read the first
+    one's addresses and barrier counts. Rank 0 picks a free port and hands it to the
+    others through the agent's store; the strategy's ``init_process_group`` then starts a
+    store there (``TORCHELASTIC_USE_AGENT_STORE=False``), as outside an agent.
+    """
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from fabric_core.environments.local import find_free_port
+
+    agent_store = TCPStore(
+        os.environ["MASTER_ADDR"], agent_port, is_master=False, timeout=timedelta(seconds=120)
+    )
+    key = f"fabric-conformance/run-{index}/port"
+    if int(os.environ["RANK"]) == 0:
+        agent_store.set(key, str(find_free_port()))
+    os.environ["MASTER_PORT"] = agent_store.get(key).decode()
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = str(False)
 
 
 def describe_error(error: BaseException) -> str:

@@ -14,13 +14,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from fabric_core.testing._checks import CHECK_NAMES, CHECKS
-from fabric_core.testing._plan import Plan, SetupMode
-from fabric_core.testing._results import collect_results, run_in_launcher
+from fabric_core.testing._plan import Plan, SetupMode, UpdateRule
+from fabric_core.testing._results import collect_results, finished, run_in_launcher
 from fabric_core.testing._worker import agent_main, run_checks
 from fabric_core.testing.report import CheckResult, ConformanceReport
 
@@ -28,11 +28,12 @@ if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
     from fabric_core.strategies.strategy import Strategy
 
-__all__ = ["LaunchMode", "StrategyConformance", "StrategySpec"]
+__all__ = ["LaunchMode", "StrategyConformance", "StrategySpec", "run_together"]
 
 LaunchMode = Literal["auto", "fabric", "agent"]
 _LAUNCH_MODES = ("auto", "fabric", "agent")
 _SETUP_MODES = ("together", "separately")
+_UPDATE_RULES = ("global_batch", "own")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,14 @@ class StrategyConformance:
     collectives against ``torch.distributed`` semantics, model and optimizer set-up,
     training against a single-process reference on the same global batch, gradient
     accumulation with ``no_backward_sync``, a save/load round trip and teardown.
+    :func:`run_together` runs several strategies' checks in one launch.
+
+    The checks observe what a training loop observes: the model's outputs on a fixed
+    batch and the losses of its steps, never ``param.grad``, optimizer state or local
+    shards. ``setup``, ``training`` and ``no_backward_sync`` compare those numbers with
+    plain PyTorch (``training`` and ``no_backward_sync``: one process on the global batch);
+    ``checkpoint`` compares the resumed run with the continued one. A strategy that
+    changes the update on purpose declares ``update="own"``.
 
     Args:
         strategy: A registered strategy name (``"ddp_spawn"``) or a picklable callable that
@@ -107,10 +116,20 @@ class StrategyConformance:
         accelerator: ``Fabric(accelerator=...)``; ``"cpu"`` runs anywhere.
         precision: ``Fabric(precision=...)``. Reduced precisions need a larger ``tolerance``.
         init_args: Keyword arguments for the strategy (they override a registered name's defaults).
-        tolerance: ``rtol`` and ``atol`` when comparing with the single-process reference.
-        supports_no_backward_sync: Whether the strategy synchronises gradients in backward
-            and ``no_backward_sync`` skips that. When false, the check only makes sure the
-            block works.
+        tolerance: ``rtol`` and ``atol`` when comparing with the single-process reference
+            (and, under ``update="own"``, replicas with each other).
+        supports_no_backward_sync: Whether ``no_backward_sync`` skips the gradient
+            synchronisation. Either way the accumulated update must be right; when true,
+            entering the block must not warn (a strategy that cannot skip warns once, and
+            declares ``False``; so does one with nothing to skip).
+        update: What an optimizer step amounts to. ``"global_batch"`` (data parallel,
+            sharded or not): ``training`` and ``no_backward_sync`` compare outputs and
+            losses with one process training on the global batch. ``"own"``: the strategy
+            changes the update on purpose (local SGD, compressed gradients with error
+            feedback, ...); those two checks then give every rank the same batches and
+            require that the replicas agree with each other after every step (replica
+            consistency) and that training moves the model, instead of comparing with the
+            reference. ``setup`` and ``checkpoint`` are the same for both.
         setup: ``"together"`` calls ``fabric.setup(model, optimizer)``; ``"separately"`` sets
             up the model first and builds the optimizer from its parameters (sharding strategies).
         skip: Names of checks not to run (they are reported as skipped).
@@ -139,6 +158,7 @@ class StrategyConformance:
         init_args: Mapping[str, Any] | None = None,
         tolerance: float = 1e-5,
         supports_no_backward_sync: bool = True,
+        update: UpdateRule = "global_batch",
         setup: SetupMode = "together",
         skip: Iterable[str] = (),
         launch: LaunchMode = "auto",
@@ -158,6 +178,8 @@ class StrategyConformance:
             raise ValueError(
                 f"skip= names unknown check(s) {unknown}; the checks are: {', '.join(CHECK_NAMES)}."
             )
+        if update not in _UPDATE_RULES:
+            raise ValueError(f"update={update!r} must be one of {', '.join(map(repr, _UPDATE_RULES))}.")
         if setup not in _SETUP_MODES:
             raise ValueError(f"setup={setup!r} must be one of {', '.join(map(repr, _SETUP_MODES))}.")
         if launch not in _LAUNCH_MODES:
@@ -169,6 +191,7 @@ class StrategyConformance:
         self.spec = StrategySpec(strategy, dict(init_args or {}), accelerator, precision, world_size)
         self.tolerance = tolerance
         self.supports_no_backward_sync = supports_no_backward_sync
+        self.update = update
         self.setup = setup
         self.skip = skip
         self.launch = launch
@@ -190,19 +213,7 @@ class StrategyConformance:
             AssertionError: A check failed (and ``raise_on_failure`` is true); the message
                 lists every failed check with the ranks and values involved.
         """
-        start = time.perf_counter()
-        results_dir = tempfile.mkdtemp(prefix="fabric-conformance-")
-        try:
-            plan = self._plan(results_dir)
-            launcher_results: dict[str, CheckResult] = {}
-            launch_error = self._launch(plan, launcher_results)
-            results = collect_results(plan, self.skip, launch_error, launcher_results)
-        finally:
-            shutil.rmtree(results_dir, ignore_errors=True)
-        report = ConformanceReport(self.spec.describe(), results, launch_error, time.perf_counter() - start)
-        if raise_on_failure:
-            report.raise_for_failures()
-        return report
+        return run_together([self], raise_on_failure=raise_on_failure)[0]
 
     def _plan(self, results_dir: str) -> Plan:
         return Plan(
@@ -212,45 +223,132 @@ class StrategyConformance:
             tolerance=self.tolerance,
             timeout=self.timeout,
             supports_no_backward_sync=self.supports_no_backward_sync,
+            update=self.update,
             setup=self.setup,
             precision=self.spec.precision,
             seed=self.seed,
             launcher_pid=os.getpid(),
         )
 
-    def _launch(self, plan: Plan, launcher_results: dict[str, CheckResult]) -> str:
-        """Run the checks; return why the processes stopped early, or ``""``.
-
-        The results of the checks that run in this process go into ``launcher_results``.
-        """
-        from fabric_core.launchers.agent import AgentSettings, run_agent
+    def _prepare(self, results_dir: str) -> _Run:
+        """Build the strategy here, run the launcher-side checks and decide how to launch."""
         from fabric_core.launchers.elastic import ElasticLauncher
 
+        run = _Run(self, self._plan(results_dir), time.perf_counter())
         try:
             fabric = self.spec.build_fabric()
         except Exception as error:
-            return f"building the strategy failed: {type(error).__name__}: {error}"
-        for name in plan.checks:
+            run.error = f"building the strategy failed: {type(error).__name__}: {error}"
+            return run
+        for name in run.plan.checks:
             if CHECKS[name].where == "launcher":
-                launcher_results[name] = run_in_launcher(name, fabric, plan)
-        if not any(CHECKS[name].where == "ranks" for name in plan.checks):
-            return ""
+                run.launcher_results[name] = run_in_launcher(name, fabric, run.plan)
+        if not any(CHECKS[name].where == "ranks" for name in run.plan.checks):
+            return run
         launcher = fabric.strategy.launcher
         reruns_script = launcher is not None and launcher.needs_launch and not launcher.requires_function
         mode = self.launch
         if mode == "auto":
             mode = "agent" if isinstance(launcher, ElasticLauncher) else "fabric"
         if mode == "fabric" and reruns_script:
-            return (
+            run.error = (
                 f"{type(fabric.strategy).__name__}'s launcher starts processes by re-running the script, which "
                 "cannot run the checks; use launch='agent' or 'auto', or a spawn/fork variant of the strategy"
             )
+            return run
+        run.fabric, run.mode = fabric, mode
+        return run
+
+
+@dataclass
+class _Run:
+    """One strategy's run while it is prepared, launched and collected."""
+
+    conformance: StrategyConformance
+    plan: Plan
+    start: float
+    launcher_results: dict[str, CheckResult] = field(default_factory=dict)
+    error: str = ""
+    fabric: Fabric | None = None
+    mode: Literal["fabric", "agent"] | None = None
+
+    def launch_with_fabric(self) -> None:
+        """Run the checks through ``fabric.launch`` (the strategy's own launcher, or this process)."""
+        assert self.fabric is not None
         try:
-            if mode == "fabric":
-                fabric.launch(run_checks, plan)
-            else:
-                settings = AgentSettings(nproc_per_node=self.spec.world_size, start_method=self.start_method)
-                run_agent(settings, agent_main, [self.spec, plan])
+            self.fabric.launch(run_checks, self.plan)
         except Exception as error:
-            return f"{type(error).__name__}: {error}"
-        return ""
+            self.error = f"{type(error).__name__}: {error}"
+
+    def report(self) -> ConformanceReport:
+        """The results of every check, merged from the launcher and every rank."""
+        conformance = self.conformance
+        results = collect_results(self.plan, conformance.skip, self.error, self.launcher_results)
+        return ConformanceReport(
+            conformance.spec.describe(), results, self.error, time.perf_counter() - self.start
+        )
+
+
+def run_together(
+    conformances: Sequence[StrategyConformance], *, raise_on_failure: bool = True
+) -> tuple[ConformanceReport, ...]:
+    """Run several conformance runs, sharing one launch among those the elastic agent starts.
+
+    Starting processes costs most of a run's time (seconds per launch: the interpreter,
+    torch, the strategy's library). The runs that launch with the agent (``launch="agent"``,
+    or ``"auto"`` for core's :class:`~fabric_core.launchers.ElasticLauncher`) and have the
+    same ``world_size`` and ``start_method`` share one launch: each worker builds the first
+    strategy and runs its checks (its ``teardown`` check destroys the process group), then
+    the next, and so on. Other runs launch on their own, as :meth:`StrategyConformance.run`
+    does. Each run gets its own report, as if it had run alone, except that a rank dying
+    (a crash, or a timeout) also stops the runs after it in the same launch: they report
+    that they did not run, with the reason.
+
+    Args:
+        conformances: The runs, in the order they run in a shared launch.
+        raise_on_failure: Raise when a check of any run fails instead of only reporting it.
+
+    Returns:
+        One report per run, in the order given.
+
+    Raises:
+        AssertionError: A check failed (and ``raise_on_failure`` is true); the message
+            lists every failed check of every run.
+    """
+    from fabric_core.launchers.agent import AgentSettings, run_agent
+
+    directories = [tempfile.mkdtemp(prefix="fabric-conformance-") for _ in conformances]
+    try:
+        runs = [conformance._prepare(path) for conformance, path in zip(conformances, directories)]
+        shared: dict[tuple[int, str], list[_Run]] = {}
+        for run in runs:
+            if run.mode == "agent":
+                key = (run.conformance.spec.world_size, run.conformance.start_method)
+                shared.setdefault(key, []).append(run)
+            elif run.mode == "fabric":
+                run.launch_with_fabric()
+        for (world_size, start_method), batch in shared.items():
+            settings = AgentSettings(nproc_per_node=world_size, start_method=start_method)
+            try:
+                run_agent(settings, agent_main, [[(run.conformance.spec, run.plan) for run in batch]])
+            except Exception as error:
+                message = f"{type(error).__name__}: {error}"
+                stopped = [run for run in batch if not finished(run.plan)]
+                for index, run in enumerate(stopped):
+                    run.error = message
+                    if index:
+                        run.error += f" (the shared launch ended in the run of {stopped[0].conformance.spec.describe()})"
+        reports = tuple(run.report() for run in runs)
+    finally:
+        for path in directories:
+            shutil.rmtree(path, ignore_errors=True)
+    if raise_on_failure:
+        failures = []
+        for report in reports:
+            try:
+                report.raise_for_failures()
+            except AssertionError as failure:
+                failures.append(str(failure))
+        if failures:
+            raise AssertionError("\n\n".join(failures))
+    return reports

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from fabric_core.testing._plan import SetupMode
-from fabric_core.testing.conformance import LaunchMode, StrategyConformance
+from fabric_core.testing._plan import SetupMode, UpdateRule
+from fabric_core.testing.conformance import LaunchMode, StrategyConformance, run_together
 from fabric_core.testing.report import ConformanceReport
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["StrategyConformanceSuite"]
 
 _REPORTS: dict[type, ConformanceReport] = {}
+_GROUPS: dict[tuple[str, str], list[type[StrategyConformanceSuite]]] = {}
 
 
 class StrategyConformanceSuite:
@@ -35,6 +36,20 @@ class StrategyConformanceSuite:
     Override :meth:`conformance` for anything else. ``strategy`` may also be a
     module-level factory function (a class attribute holding a function is read from the
     class, so it is not bound to the test instance).
+
+    Classes of one test module with the same ``launch_group`` share one launch (see
+    :func:`~fabric_core.testing.run_together`): the first test of any of them runs the
+    checks of all of them, class after class, in the same processes, which saves the
+    seconds each launch costs. Each class still reports its own tests::
+
+        class TestFullShard(StrategyConformanceSuite):
+            strategy = "fsdp"
+            init_args = {"sharding_strategy": "FULL_SHARD"}
+            launch_group = "fsdp"
+
+
+        class TestShardGradOp(TestFullShard):
+            init_args = {"sharding_strategy": "SHARD_GRAD_OP"}
     """
 
     strategy: ClassVar[str | Callable[..., Strategy]]
@@ -45,11 +60,20 @@ class StrategyConformanceSuite:
     init_args: ClassVar[dict[str, Any]] = {}
     tolerance: ClassVar[float] = 1e-5
     supports_no_backward_sync: ClassVar[bool] = True
+    update: ClassVar[UpdateRule] = "global_batch"
+    """``"own"`` for a strategy that changes the update on purpose (see :class:`StrategyConformance`)."""
     setup: ClassVar[SetupMode] = "together"
     skip: ClassVar[tuple[str, ...]] = ()
     launch: ClassVar[LaunchMode] = "auto"
     start_method: ClassVar[Literal["spawn", "fork"]] = "spawn"
     timeout: ClassVar[float] = 60.0
+    launch_group: ClassVar[str | None] = None
+    """Classes of one module with the same group share one launch; ``None``: a launch of its own."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.launch_group is not None:
+            _GROUPS.setdefault((cls.__module__, cls.launch_group), []).append(cls)
 
     @classmethod
     def conformance(cls) -> StrategyConformance:
@@ -67,6 +91,7 @@ class StrategyConformanceSuite:
             init_args=cls.init_args,
             tolerance=cls.tolerance,
             supports_no_backward_sync=cls.supports_no_backward_sync,
+            update=cls.update,
             setup=cls.setup,
             skip=cls.skip,
             launch=cls.launch,
@@ -76,9 +101,14 @@ class StrategyConformanceSuite:
 
     @classmethod
     def conformance_report(cls) -> ConformanceReport:
-        """The report of this class's run, launched on first use and then reused."""
+        """The report of this class's run, launched on first use (with its launch group) and then reused."""
         if cls not in _REPORTS:
-            _REPORTS[cls] = cls.conformance().run(raise_on_failure=False)
+            members = [cls]
+            if cls.launch_group is not None:
+                group = _GROUPS.get((cls.__module__, cls.launch_group), [])
+                members = [m for m in group if m not in _REPORTS and _has_strategy(m)] or [cls]
+            reports = run_together([member.conformance() for member in members], raise_on_failure=False)
+            _REPORTS.update(zip(members, reports))
         return _REPORTS[cls]
 
     def assert_conforms(self, check: str) -> None:
@@ -143,3 +173,8 @@ class StrategyConformanceSuite:
     def test_teardown(self) -> None:
         """Teardown destroys the process group."""
         self.assert_conforms("teardown")
+
+
+def _has_strategy(cls: type[StrategyConformanceSuite]) -> bool:
+    """Whether a suite class names a strategy (a base class of a group may not)."""
+    return getattr(cls, "strategy", None) is not None
