@@ -285,8 +285,8 @@ def connect(
             f"Fabric(precision={precision!r}) was combined with the precision plugin {resolved_plugins.precision!r} "
             "in plugins=[...]. Pass one of them."
         )
-    if accelerator == "auto" and isinstance(strategy, Strategy) and strategy._accelerator is not None:
-        accelerator = strategy._accelerator
+    if accelerator == "auto" and isinstance(strategy, Strategy) and strategy.given_accelerator is not None:
+        accelerator = strategy.given_accelerator
     strategy_default = _default_accelerator_of(strategy)
     accelerator_obj = resolve_accelerator(accelerator, strategy_default)
     environment = resolved_plugins.cluster_environment or detect_environment()

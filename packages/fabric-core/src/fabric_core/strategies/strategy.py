@@ -96,6 +96,11 @@ class Strategy:
         self._accelerator = accelerator
 
     @property
+    def given_accelerator(self) -> Accelerator | None:
+        """The accelerator this instance was built with or given, ``None`` until there is one."""
+        return self._accelerator
+
+    @property
     def precision(self) -> Precision:
         """The precision plugin (float32 unless set)."""
         if self._precision is None:
