@@ -21,12 +21,6 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 collect_ignore = ["plugins"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(600))
-
-
 class Wheelhouse(Mapping[str, Path]):
     """Wheels by project directory name (``"fabric-ddp"``, ``"fabric-localsgd"``), built on first use."""
 

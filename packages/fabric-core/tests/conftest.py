@@ -1,8 +1,8 @@
 """Shared fixtures of the fabric-core unit tests.
 
-Every test gets a 120 s timeout (pytest-timeout), the process environment and torch's
-default dtype restored afterwards. Tests that install fake plugin distributions use
-``make_plugin``, which also rediscovers the plugins before and after the test.
+Every test gets the process environment and torch's default dtype restored afterwards
+(its time limit is in pyproject.toml, for pytest-timeout). Tests that install fake plugin
+distributions use ``make_plugin``, which also rediscovers the plugins before and after the test.
 """
 
 from __future__ import annotations
@@ -18,17 +18,6 @@ from core_helpers import FAKE_MODULE_PREFIX, write_distribution
 
 from fabric_core.plugins import reset_plugins
 from fabric_core.strategies import STRATEGY_REGISTRY
-
-TEST_TIMEOUT_S = 120
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fail any test that runs longer than ``TEST_TIMEOUT_S`` instead of hanging the suite."""
-    if not config.pluginmanager.hasplugin("timeout"):
-        return
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,8 @@
-"""Every test here starts real processes: give each a hard time limit so a hang fails."""
+"""Every test here starts real processes; the time limit per test is in pyproject.toml (pytest-timeout)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPTS = Path(__file__).parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(180))
+"""The scripts the tests run in fresh processes (also on ``sys.path``, see pyproject.toml)."""

@@ -13,22 +13,9 @@ count only once the runtime runs.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
-
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 
 os.environ["PJRT_DEVICE"] = "CPU"
 
 import torch_xla
 
 torch_xla.device()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(240))

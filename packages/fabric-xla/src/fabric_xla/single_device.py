@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
-from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.io.checkpoint_io import CheckpointIO
@@ -14,13 +10,12 @@ from fabric_core.precision.precision import Precision
 from fabric_core.strategies.single_device import SingleDeviceStrategy
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
-from fabric_xla._runtime import explained_backward_errors, sync
-from fabric_xla.precision import xla_precision
+from fabric_xla._steps import XLASteps
 
 __all__ = ["SingleDeviceXLAStrategy"]
 
 
-class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
+class SingleDeviceXLAStrategy(XLACheckpoints, XLASteps, SingleDeviceStrategy):
     """Trains in the current process on one XLA device (a TPU core, or XLA:CPU).
 
     XLA records the forward and backward passes lazily; ``optimizer.step()`` steps and
@@ -74,39 +69,6 @@ class SingleDeviceXLAStrategy(XLACheckpoints, SingleDeviceStrategy):
                 f"{type(self).__name__}(device={device!r}) is not an XLA device. Pass an index (device=0) or "
                 "'xla:0', or use strategy='single_device' for other devices."
             )
-
-    @classmethod
-    def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
-        return xla_precision(precision, cls.__name__)
-
-    def module_to_device(self, module: nn.Module) -> None:
-        """Move the module to the XLA device (optimizers set up afterwards follow its parameters)."""
-        self._moves.move(module, self.root_device)
-
-    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        """Point the optimizer at the parameters' XLA copies if it was created before the move."""
-        return self._moves.retarget(optimizer)
-
-    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
-        """Run the backward pass through the precision plugin (recorded lazily, run at the step)."""
-        with explained_backward_errors():
-            super().backward(tensor, module, *args, **kwargs)
-
-    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
-        """Step the optimizer, then run the step's graph (``torch_xla.sync()``)."""
-        result = super().optimizer_step(optimizer, **kwargs)
-        sync()
-        return result
-
-    def mark_step(self) -> None:
-        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
-
-        This is ``torch_xla.sync()`` (formerly ``xm.mark_step()``). ``optimizer.step()``
-        and saving already call it, so a call right after them has nothing left to run;
-        call it where the loop has no optimizer step (evaluation) to keep graphs small.
-        """
-        sync()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device='{self._device}', precision={self._precision!r})"

@@ -7,7 +7,6 @@ from typing import Any, Final
 
 import torch
 from torch import nn
-from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.io.checkpoint_io import CheckpointIO
@@ -18,15 +17,15 @@ from fabric_core.utilities.apply_func import apply_to_tensors
 from fabric_xla import _sharding
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
-from fabric_xla._runtime import explained_backward_errors, sync, xla_device
-from fabric_xla.precision import xla_precision
+from fabric_xla._runtime import xla_device
+from fabric_xla._steps import XLASteps
 
 __all__ = ["XLASPMDStrategy"]
 
 AXES: Final = _sharding.AXES
 
 
-class XLASPMDStrategy(XLACheckpoints, Strategy):
+class XLASPMDStrategy(XLACheckpoints, XLASteps, Strategy):
     """Sharded training with XLA's SPMD partitioner: one process, every device of the host, one program.
 
     The design torch_xla recommends for new code (it is what its "FSDPv2" builds on). The
@@ -104,11 +103,6 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
         self._warned_uneven = False
         self._moves = ParameterMoves()
 
-    @classmethod
-    def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
-        return xla_precision(precision, cls.__name__)
-
     def configure(self, config: StrategyConfig) -> None:
         """Take every XLA device of the host into the mesh.
 
@@ -161,14 +155,6 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
 
     # -- modules and batches ------------------------------------------------------------
 
-    def module_to_device(self, module: nn.Module) -> None:
-        """Move the module to the SPMD device (optimizers set up afterwards follow its parameters)."""
-        self._moves.move(module, self.root_device)
-
-    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        """Point the optimizer at the parameters' XLA copies if it was created before the move."""
-        return self._moves.retarget(optimizer)
-
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Annotate every parameter with its sharding over the ``fsdp`` axis (see the class docstring)."""
         _sharding.shard_parameters(module, self.mesh)
@@ -190,25 +176,6 @@ class XLASPMDStrategy(XLACheckpoints, Strategy):
                 stacklevel=3,
             )
         return _sharding.shard_batch(tensor, self.mesh)
-
-    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
-        """Run the backward pass through the precision plugin (recorded lazily, run at the step)."""
-        with explained_backward_errors():
-            super().backward(tensor, module, *args, **kwargs)
-
-    def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
-        """Step the optimizer, then run the step's graph (``torch_xla.sync()``)."""
-        result = super().optimizer_step(optimizer, **kwargs)
-        sync()
-        return result
-
-    def mark_step(self) -> None:
-        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
-
-        This is ``torch_xla.sync()``. ``optimizer.step()`` and saving already call it, so a
-        call right after them has nothing left to run.
-        """
-        sync()
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ from fabric_xla import _collectives
 from fabric_xla._checkpoint import XLACheckpoints
 from fabric_xla._moves import ParameterMoves
 from fabric_xla._options import passed_as_plugin, refuse_unknown_arguments
-from fabric_xla._runtime import explained_backward_errors, sync, xla_device
+from fabric_xla._runtime import sync, xla_device
+from fabric_xla._steps import XLASteps
 from fabric_xla.environment import XLAEnvironment
 from fabric_xla.launcher import XLALauncher, XLAStartMethod
-from fabric_xla.precision import xla_precision
 
 __all__ = ["XLAStrategy"]
 
@@ -33,7 +33,7 @@ _T = TypeVar("_T")
 DEBUG_VARIABLE: Final = "PT_XLA_DEBUG_LEVEL"
 
 
-class XLAStrategy(XLACheckpoints, ParallelStrategy):
+class XLAStrategy(XLACheckpoints, XLASteps, ParallelStrategy):
     """Data-parallel training on XLA devices (TPU cores): one process per device.
 
     Every process holds a full replica of the model and trains on its shard of the data.
@@ -117,11 +117,6 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
         self._reduced: weakref.WeakSet[Optimizer] = weakref.WeakSet()
         self._moves = ParameterMoves()
 
-    @classmethod
-    def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
-        return xla_precision(precision, cls.__name__)
-
     # -- configuration ------------------------------------------------------------------
 
     def configure(self, config: StrategyConfig) -> None:
@@ -192,14 +187,6 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
 
     # -- modules and the step -----------------------------------------------------------
 
-    def module_to_device(self, module: nn.Module) -> None:
-        """Move the module to this process's XLA device (optimizers set up afterwards follow its parameters)."""
-        self._moves.move(module, self.root_device)
-
-    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        """Point the optimizer at the parameters' XLA copies if it was created before the move."""
-        return self._moves.retarget(optimizer)
-
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Return the module; with ``sync_module_states``, rank 0's weights are broadcast to all first."""
         if self._sync_module_states and self._launched:
@@ -207,11 +194,6 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
 
             xm.broadcast_master_param(module)
         return module
-
-    def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
-        """Run the backward pass through the precision plugin (recorded lazily, run at the step)."""
-        with explained_backward_errors():
-            super().backward(tensor, module, *args, **kwargs)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Average the gradients over the processes, step, and run the step's graph (``torch_xla.sync()``).
@@ -234,15 +216,6 @@ class XLAStrategy(XLACheckpoints, ParallelStrategy):
         self._reduced.discard(optimizer)
         sync()
         return result
-
-    def mark_step(self) -> None:
-        """Cut the lazily recorded graph here: compile it (once per distinct graph) and run it.
-
-        This is ``torch_xla.sync()`` (formerly ``xm.mark_step()``). ``optimizer.step()``
-        and saving already call it, so a call right after them has nothing left to run;
-        call it where the loop has no optimizer step (evaluation) to keep graphs small.
-        """
-        sync()
 
     def clip_gradients_norm(
         self,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from fabric_core.environments._exported import ExportedRanksEnvironment
 from fabric_core.environments._variables import read_int
-from fabric_core.environments.cluster_environment import ClusterEnvironment
 
 _REQUIRED: Final = ("KUBERNETES_PORT", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 
 
-class KubeflowEnvironment(ClusterEnvironment):
+class KubeflowEnvironment(ExportedRanksEnvironment):
     """A pod of a Kubeflow ``PyTorchJob``, which runs one training process per pod.
 
     The training operator exports ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE`` (the
@@ -32,29 +32,6 @@ class KubeflowEnvironment(ClusterEnvironment):
         if "TORCHELASTIC_RUN_ID" in os.environ:
             return False
         return all(os.environ.get(name) for name in _REQUIRED)
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: Kubernetes started one process in every pod."""
-        return True
-
-    @property
-    def main_address(self) -> str:
-        """``MASTER_ADDR``: the service name of the master pod."""
-        return os.environ["MASTER_ADDR"]
-
-    @property
-    def main_port(self) -> int:
-        """``MASTER_PORT``."""
-        return read_int("MASTER_PORT")
-
-    def world_size(self) -> int:
-        """``WORLD_SIZE``: the number of pods."""
-        return read_int("WORLD_SIZE")
-
-    def global_rank(self) -> int:
-        """``RANK``: this pod's index."""
-        return read_int("RANK")
 
     def local_rank(self) -> int:
         """0: one process per pod."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.environments._exported import ExportedRanksEnvironment
+from fabric_core.environments._variables import read_int
 
 _REQUIRED = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")
 
 
-class TorchElasticEnvironment(ClusterEnvironment):
+class TorchElasticEnvironment(ExportedRanksEnvironment):
     """Reads what the torch elastic agent exports to each worker (``RANK``, ``WORLD_SIZE``, ...)."""
 
     detection_priority = 10
@@ -19,40 +20,17 @@ class TorchElasticEnvironment(ClusterEnvironment):
         """True when every variable the elastic agent sets is present."""
         return all(name in os.environ for name in _REQUIRED)
 
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: the agent started every worker."""
-        return True
-
-    @property
-    def main_address(self) -> str:
-        """``MASTER_ADDR`` as the agent exported it."""
-        return os.environ["MASTER_ADDR"]
-
-    @property
-    def main_port(self) -> int:
-        """``MASTER_PORT`` as the agent exported it."""
-        return int(os.environ["MASTER_PORT"])
-
-    def world_size(self) -> int:
-        """``WORLD_SIZE``."""
-        return int(os.environ["WORLD_SIZE"])
-
-    def global_rank(self) -> int:
-        """``RANK``."""
-        return int(os.environ["RANK"])
-
     def local_rank(self) -> int:
         """``LOCAL_RANK``."""
-        return int(os.environ["LOCAL_RANK"])
+        return read_int("LOCAL_RANK")
 
     def node_rank(self) -> int:
         """``GROUP_RANK``: the agent's node index."""
-        return int(os.environ["GROUP_RANK"])
+        return read_int("GROUP_RANK")
 
     def processes_per_node(self) -> int:
         """``LOCAL_WORLD_SIZE``: the workers the agent started on this node."""
-        return int(os.environ["LOCAL_WORLD_SIZE"])
+        return read_int("LOCAL_WORLD_SIZE")
 
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         """Check ``devices`` against ``LOCAL_WORLD_SIZE`` and the node count against the world size.
