@@ -104,38 +104,14 @@ def test_same_script_runs_under_torchrun(tmp_path, reference):
 
 def test_two_nodes_on_one_machine(tmp_path, reference):
     port = str(free_port())
-    nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fabric_core",
-                "run",
-                "--accelerator",
-                "cpu",
-                "--devices",
-                "1",
-                "--num-nodes",
-                "2",
-                "--node-rank",
-                str(rank),
-                "--main-address",
-                "127.0.0.1",
-                "--main-port",
-                port,
-                TRAIN,
-                str(tmp_path),
-                "--launch",
-                "none",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [node.communicate(timeout=150)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    fabric_run = [sys.executable, "-m", "fabric_core", "run", "--accelerator", "cpu", "--devices", "1"]
+    fabric_run += ["--num-nodes", "2", "--main-address", "127.0.0.1", "--main-port", port]
+    run_together(
+        [
+            ([*fabric_run, "--node-rank", str(rank), TRAIN, str(tmp_path), "--launch", "none"], {})
+            for rank in (0, 1)
+        ]
+    )
     assert_matches_reference(tmp_path, reference)
 
 
@@ -152,19 +128,28 @@ def test_slurm_style_environment(tmp_path, reference):
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": port,
     }
-    tasks = [
-        subprocess.Popen(
-            [sys.executable, TRAIN, str(tmp_path), "--launch", "none"],
-            env={**os.environ, **common, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [task.communicate(timeout=150)[0] for task in tasks]
-    assert [task.returncode for task in tasks] == [0, 0], "\n".join(outputs)
+    run_together(
+        [
+            (
+                [sys.executable, TRAIN, str(tmp_path), "--launch", "none"],
+                {**common, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            )
+            for rank in (0, 1)
+        ]
+    )
     assert_matches_reference(tmp_path, reference)
+
+
+def run_together(commands: list[tuple[list[str], dict[str, str]]]) -> None:
+    """Start every ``(argv, extra environment)`` at once (the processes of one job) and expect all to exit 0."""
+    processes = [
+        subprocess.Popen(
+            argv, env={**os.environ, **extra}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for argv, extra in commands
+    ]
+    outputs = [process.communicate(timeout=150)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * len(processes), "\n".join(outputs)
 
 
 @pytest.mark.parametrize("how", ["raise", "kill"])

@@ -8,6 +8,8 @@ from fabric_core.registry import Registry
 FABRIC_PLUGIN_API = (1,)
 
 
+# One registry.register call per name, written out so a reader sees every name where it is made:
+# the repeated shape is the registration API (a table of calls), not copied logic.
 @hookimpl
 def fabric_register_strategies(registry: Registry) -> None:
     """Register the strategies that ship with fabric-core."""

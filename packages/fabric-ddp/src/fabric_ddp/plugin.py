@@ -10,6 +10,8 @@ FABRIC_PLUGIN_API = (1,)
 _STRATEGY = "fabric_ddp.strategy:DDPStrategy"
 
 
+# One registry.register call per name, written out so a reader sees every name where it is made:
+# the repeated shape is the registration API (a table of calls), not copied logic.
 @hookimpl
 def fabric_register_strategies(registry: Registry) -> None:
     """Register ``ddp`` and its launch variants."""

@@ -86,6 +86,7 @@ class DDPStrategy(ParallelStrategy):
         precision: Precision | None = None,
         **kwargs: Any,
     ) -> None:
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

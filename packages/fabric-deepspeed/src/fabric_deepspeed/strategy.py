@@ -189,6 +189,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         **kwargs: Any,
     ) -> None:
         plugin = pick_precision_plugin("DeepSpeedStrategy", precision_plugin, precision)
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
@@ -466,6 +467,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             )
         self._optimizer_view(optimizer, "optimizer.step()").step()
 
+    # Same parameters as Strategy.clip_gradients_norm (the contract every strategy keeps); only the body is its own.
     def clip_gradients_norm(
         self,
         module: nn.Module,
@@ -592,6 +594,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         if callable(refresh):
             refresh()
 
+    # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
         self,
         path: str | Path,

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# Each package's tests run with only that package installed, so this toy model, data and one-process
+# reference repeat those of the other plugin packages' test scripts by design (no shared test package).
 SAMPLES = 64
 PER_RANK_BATCH = 4
 WORLD_SIZE = 2

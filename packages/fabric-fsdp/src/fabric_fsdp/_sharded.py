@@ -152,6 +152,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
             for fsdp_module in sharded:
                 fsdp_module.set_requires_gradient_sync(True, recurse=False)
 
+    # Same parameters as Strategy.clip_gradients_norm (the contract every strategy keeps); only the body is its own.
     def clip_gradients_norm(
         self,
         module: nn.Module,
@@ -183,6 +184,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
         else:
             _checkpoint.load_full_module(module, state_dict, strict)
 
+    # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
         self,
         path: str | Path,

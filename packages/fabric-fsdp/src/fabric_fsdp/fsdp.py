@@ -170,6 +170,7 @@ class FSDPStrategy(ShardedStrategy):
         self._sync_module_states = bool(sync_module_states)
         self._forward_prefetch = bool(forward_prefetch)
         self._device_mesh: DeviceMesh | None = None
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

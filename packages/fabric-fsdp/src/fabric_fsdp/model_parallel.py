@@ -119,6 +119,7 @@ class ModelParallelStrategy(ShardedStrategy):
         self._sizes: tuple[int, int] | None = None
         self._sharded_checkpoints = bool(save_distributed_checkpoint)
         self._device_mesh: DeviceMesh | None = None
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

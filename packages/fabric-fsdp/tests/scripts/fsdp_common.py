@@ -14,6 +14,8 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader, TensorDataset
 
+# Each package's tests run with only that package installed, so this toy model, data and one-process
+# reference repeat those of the other plugin packages' test scripts by design (no shared test package).
 SAMPLES = 64
 PER_RANK_BATCH = 4
 WORLD_SIZE = 2

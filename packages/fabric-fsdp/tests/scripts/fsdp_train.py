@@ -57,6 +57,14 @@ def train(
     """The data-parallel loop: each rank gets PER_RANK_BATCH samples per step (Adam)."""
     opt = optimizer(net.parameters())  # built before setup: the strategy re-points it at the shards
     net, opt = fabric.setup(net, opt)
+    fit(fabric, net, opt, accumulate=accumulate, clip=clip)
+    return net, opt
+
+
+def fit(
+    fabric: Fabric, net: nn.Module, opt: torch.optim.Optimizer, accumulate: bool = False, clip: bool = False
+) -> None:
+    """EPOCHS epochs of PER_RANK_BATCH samples per rank and step; optionally in two micro-batches, clipped."""
     loader = fabric.setup_dataloaders(DataLoader(dataset(), batch_size=PER_RANK_BATCH))
     for _ in range(EPOCHS):
         for x, y in loader:
@@ -71,7 +79,6 @@ def train(
                 fabric.clip_gradients(net, opt, max_norm=MAX_NORM)
             opt.step()
             opt.zero_grad()
-    return net, opt
 
 
 def save(fabric: Fabric, out_dir: Path, name: str, net: nn.Module) -> None:
@@ -103,12 +110,7 @@ def staged_setup(fabric: Fabric, out_dir: Path) -> None:
     net = fabric.setup_module(model())
     assert all(isinstance(p, DTensor) for p in net.parameters())
     opt = fabric.setup_optimizers(optimizer(net.parameters()))
-    loader = fabric.setup_dataloaders(DataLoader(dataset(), batch_size=PER_RANK_BATCH))
-    for _ in range(EPOCHS):
-        for x, y in loader:
-            fabric.backward(nn.functional.mse_loss(net(x), y))
-            opt.step()
-            opt.zero_grad()
+    fit(fabric, net, opt)
     save(fabric, out_dir, "staged_setup", net)
 
 
@@ -124,12 +126,7 @@ def meta_init(fabric: Fabric, out_dir: Path) -> dict[str, Any]:
     expected = model().state_dict()
     same_init = all(torch.equal(init[k], expected[k]) for k in expected)
     shapes = {k: list(p.to_local().shape) for k, p in net.module.named_parameters()}
-    loader = fabric.setup_dataloaders(DataLoader(dataset(), batch_size=PER_RANK_BATCH))
-    for _ in range(EPOCHS):
-        for x, y in loader:
-            fabric.backward(nn.functional.mse_loss(net(x), y))
-            opt.step()
-            opt.zero_grad()
+    fit(fabric, net, opt)
     save(fabric, out_dir, "meta_init", net)
     return {"built_on_meta": on_meta, "init_equals_plain_init": same_init, "local_shapes": shapes}
 

@@ -45,6 +45,7 @@ class XLACheckpoints:
     copies onto the device right away.
     """
 
+    # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
         self,
         path: str | Path,

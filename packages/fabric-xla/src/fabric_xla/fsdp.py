@@ -121,6 +121,7 @@ class XLAFSDPStrategy(XLAStrategy):
         precision: Precision | None = None,
         **kwargs: Any,
     ) -> None:
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             sync_module_states=False,
             parallel_devices=parallel_devices,
@@ -199,6 +200,7 @@ class XLAFSDPStrategy(XLAStrategy):
     def _reduce_gradients(self, optimizer: Optimizer) -> None:
         """Nothing to do: backward already reduce-scattered each gradient to its shard."""
 
+    # Same parameters as Strategy.clip_gradients_norm (the contract every strategy keeps); only the body is its own.
     def clip_gradients_norm(
         self,
         module: nn.Module,
@@ -276,6 +278,7 @@ class XLAFSDPStrategy(XLAStrategy):
             state_dict = shard_full_state_dict(state_dict, module.state_dict(), metadata, strict)
         module.load_state_dict(state_dict, strict=strict)
 
+    # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
         self,
         path: str | Path,
@@ -308,6 +311,7 @@ class XLAFSDPStrategy(XLAStrategy):
         target = shard_file(path, self.global_rank, self.world_size)
         self.checkpoint_io.save_checkpoint(to_cpu(checkpoint), target, storage_options=storage_options)
 
+    # Same parameters as Strategy.load_checkpoint (the contract every strategy keeps); only the body is its own.
     def load_checkpoint(
         self,
         path: str | Path,

@@ -56,6 +56,7 @@ class SingleDeviceXLAStrategy(XLACheckpoints, XLASteps, SingleDeviceStrategy):
     ) -> None:
         if isinstance(device, int) and not isinstance(device, bool):
             device = torch.device("xla", device)
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             device=device,
             accelerator=accelerator,

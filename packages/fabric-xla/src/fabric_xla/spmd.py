@@ -91,6 +91,7 @@ class XLASPMDStrategy(XLACheckpoints, XLASteps, Strategy):
         *,
         precision: Precision | None = None,
     ) -> None:
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             checkpoint_io=checkpoint_io,

@@ -101,6 +101,7 @@ class XLAStrategy(XLACheckpoints, XLASteps, ParallelStrategy):
         **kwargs: Any,
     ) -> None:
         refuse_unknown_arguments(type(self).__name__, XLAStrategy.__init__, kwargs)
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
@@ -217,6 +218,7 @@ class XLAStrategy(XLACheckpoints, XLASteps, ParallelStrategy):
         sync()
         return result
 
+    # Same parameters as Strategy.clip_gradients_norm (the contract every strategy keeps); only the body is its own.
     def clip_gradients_norm(
         self,
         module: nn.Module,

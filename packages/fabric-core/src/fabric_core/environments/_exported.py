@@ -1,4 +1,4 @@
-"""The part shared by environments whose launcher exports ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE`` and ``RANK``."""
+"""Bases of the environments whose launcher (torchrun, srun, mpirun, jsrun, Kubernetes) started every process."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ from fabric_core.environments._variables import read_int
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 
 
-class ExportedRanksEnvironment(ClusterEnvironment):
+class ExternallyStartedEnvironment(ClusterEnvironment):
+    """An environment whose launcher started every process (the class docstring names the launcher)."""
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        """Always: the launcher started every process."""
+        return True
+
+
+class ExportedRanksEnvironment(ExternallyStartedEnvironment):
     """An environment whose launcher started every process and exported the torch.distributed variables.
 
     torchrun and the Kubeflow training operator both export ``MASTER_ADDR``, ``MASTER_PORT``,
     ``WORLD_SIZE`` and ``RANK``; subclasses add what differs (local and node ranks, detection,
     validation).
     """
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: the launcher started every process."""
-        return True
 
     @property
     def main_address(self) -> str:

@@ -7,13 +7,13 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from fabric_core.environments._exported import ExternallyStartedEnvironment
 from fabric_core.environments._variables import first_int, port_from_job_id, read_int
-from fabric_core.environments.cluster_environment import ClusterEnvironment
 
 _REQUIRED: Final = ("LSB_JOBID", "LSB_DJOB_RANKFILE", "JSM_NAMESPACE_LOCAL_RANK", "JSM_NAMESPACE_SIZE")
 
 
-class LSFEnvironment(ClusterEnvironment):
+class LSFEnvironment(ExternallyStartedEnvironment):
     """Tasks started by ``jsrun`` in an LSF job (e.g. on Summit-style machines).
 
     Variables read: ``JSM_NAMESPACE_SIZE`` (world size), ``JSM_NAMESPACE_RANK`` (global
@@ -37,11 +37,6 @@ class LSFEnvironment(ClusterEnvironment):
     def detect() -> bool:
         """True when LSF and jsrun set ``LSB_JOBID``, ``LSB_DJOB_RANKFILE`` and the ``JSM_NAMESPACE_*`` ranks."""
         return all(os.environ.get(name) for name in _REQUIRED)
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: ``jsrun`` started every task."""
-        return True
 
     @property
     def main_address(self) -> str:

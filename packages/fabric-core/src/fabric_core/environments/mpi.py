@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from fabric_core.environments._exported import ExternallyStartedEnvironment
 from fabric_core.environments._variables import first_int
-from fabric_core.environments.cluster_environment import ClusterEnvironment
 
 DEFAULT_MAIN_PORT: Final = 29500
 """The main port when ``MASTER_PORT`` is not exported (the same default as torchrun's)."""
@@ -20,7 +20,7 @@ _LOCAL_RANK: Final = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
 _LOCAL_SIZE: Final = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")
 
 
-class MPIEnvironment(ClusterEnvironment):
+class MPIEnvironment(ExternallyStartedEnvironment):
     """Processes started by an MPI launcher, read from the variables it exports.
 
     | quantity    | Open MPI (``mpirun``)             | MPICH / Intel MPI (PMI) |
@@ -56,11 +56,6 @@ class MPIEnvironment(ClusterEnvironment):
         if not os.environ.get("PMI_SIZE"):
             return False
         return bool(os.environ.get("MPI_LOCALNRANKS")) or "SLURM_PROCID" not in os.environ
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: the MPI launcher started every process."""
-        return True
 
     @property
     def main_address(self) -> str:

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
+from fabric_core.environments._exported import ExternallyStartedEnvironment
 from fabric_core.environments._hostlist import expand_hostlist, iter_hostlist
 from fabric_core.environments._variables import first_int, port_from_job_id, read_int
-from fabric_core.environments.cluster_environment import ClusterEnvironment
 
 __all__ = ["SLURMEnvironment", "expand_hostlist", "register_requeue_handler", "requeue_job"]
 
@@ -48,7 +48,7 @@ _SIGUSR1: Final[int] = getattr(signal, "SIGUSR1", 10)  # absent on Windows; regi
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
-class SLURMEnvironment(ClusterEnvironment):
+class SLURMEnvironment(ExternallyStartedEnvironment):
     """Tasks started by ``srun``: SLURM tells each task its rank and where the others are.
 
     Detection: ``SLURM_NTASKS`` is set and ``SLURM_JOB_NAME`` is neither ``bash`` nor
@@ -74,11 +74,6 @@ class SLURMEnvironment(ClusterEnvironment):
         if not os.environ.get("SLURM_NTASKS"):
             return False
         return os.environ.get("SLURM_JOB_NAME", "") not in INTERACTIVE_JOB_NAMES
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        """Always: ``srun`` started every task."""
-        return True
 
     @property
     def main_address(self) -> str:

@@ -66,6 +66,7 @@ class ParallelStrategy(Strategy, ABC):
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
     ) -> None:
+        # The seed's explicit parameters, passed on by name: no **kwargs, so help() and type checkers see them.
         super().__init__(
             accelerator=accelerator,
             checkpoint_io=checkpoint_io,

@@ -48,18 +48,41 @@ def all_reduce(tensor: torch.Tensor, group: Any | None, reduce_op: str | dist.Re
 
 
 def all_gather(tensor: torch.Tensor, group: Any | None, sync_grads: bool) -> torch.Tensor:
-    """Gather equally shaped tensors from every process into a new leading dimension."""
+    """Gather equally shaped tensors from every process into a new leading dimension.
+
+    With ``sync_grads`` the result stays in the autograd graph: each process's input gets
+    the sum, over all processes, of the gradients that reach its slice.
+    """
     tensor = tensor.contiguous()
     if sync_grads:
-        import torch.distributed._functional_collectives as funcol
-
-        # Differentiable: backward reduce-scatters the gradients to their source ranks.
-        gather: Any = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
-        gathered = gather(tensor.unsqueeze(0), 0, group or dist.group.WORLD)
-        return funcol.wait_tensor(gathered)
+        return _DifferentiableAllGather.apply(tensor, group)
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, tensor, group=group)
     return torch.stack(gathered)
+
+
+class _DifferentiableAllGather(torch.autograd.Function):
+    """``all_gather`` whose backward sums the gradients of each slice back to its source process.
+
+    ``torch.distributed._functional_collectives``' autograd gather imports torch._dynamo on
+    first use (seconds per process) and ``torch.distributed.nn.functional.all_gather`` is
+    deprecated; this is the same computation with the plain collectives. The backward
+    all-reduces the whole gradient and keeps this process's slice (a reduce-scatter, which
+    gloo lacks, would move less data).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: Any | None) -> torch.Tensor:
+        ctx.group = group
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, tensor, group=group)
+        return torch.stack(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad_output.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[dist.get_rank(ctx.group)], None
 
 
 def broadcast(obj: _T, src: int) -> _T:
