@@ -40,6 +40,14 @@ nox.options.sessions = [
 ]
 
 
+def _deepspeed_on_cpu(session: nox.Session) -> None:
+    """DeepSpeed on its CPU accelerator, with C++ ops cached where they outlive the session's environment."""
+    session.env["DS_ACCELERATOR"] = "cpu"
+    session.env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "fabric-deepspeed-ops")
+    )
+
+
 def _packages(*names: str) -> list[str]:
     args: list[str] = []
     for name in names:
@@ -83,10 +91,7 @@ def deepspeed(session: nox.Session) -> None:
     session's fresh environment, so an op that does get built is built once per machine.
     """
     session.install(TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-deepspeed"))
-    session.env["DS_ACCELERATOR"] = "cpu"
-    session.env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
-        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "fabric-deepspeed-ops")
-    )
+    _deepspeed_on_cpu(session)
     session.run("pytest", "packages/fabric-deepspeed/tests", *session.posargs)
 
 
@@ -104,8 +109,16 @@ def xla(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
-    """Cross-distribution tests: wheels installed into fresh virtual environments."""
-    session.install(TORCH, *TEST_TOOLS, "uv", *_packages("fabric-core"))
+    """Cross-distribution tests: wheels in fresh virtual environments, and the tables of user mistakes.
+
+    The mistake tables (``test_mistakes_*.py``) run in this session's environment, which holds
+    every CPU plugin (DeepSpeed on its CPU accelerator); the fresh environments hold only what
+    each test installs.
+    """
+    session.install(
+        TORCH, *TEST_TOOLS, "uv", *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed")
+    )
+    _deepspeed_on_cpu(session)
     session.run("pytest", "tests-integration", *session.posargs)
 
 
@@ -120,10 +133,7 @@ def portability(session: nox.Session) -> None:
     session.install(
         TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed")
     )
-    session.env["DS_ACCELERATOR"] = "cpu"
-    session.env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
-        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "fabric-deepspeed-ops")
-    )
+    _deepspeed_on_cpu(session)
     session.run("pytest", "tests-portability", *session.posargs)
 
 
