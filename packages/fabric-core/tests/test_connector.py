@@ -73,7 +73,7 @@ def test_unknown_strategy_lists_the_available_ones() -> None:
 def test_misspelled_strategy_suggests_the_close_name() -> None:
     message = raise_single_error(UnknownNameError, accelerator="cpu", strategy="single_devcie")
 
-    assert "Did you mean 'single_device'?" in message
+    assert "Did you mean 'single_device'" in message
 
 
 @pytest.mark.parametrize(

@@ -203,9 +203,9 @@ def test_setup_returns_the_scheduler_last() -> None:
 
     assert returned is scheduler
     assert optimizer.param_groups[0]["lr"] == 0.5
-    other = torch.optim.SGD(TinyModel().parameters(), lr=1.0)
+    fresh = TinyModel()
     with pytest.raises(TypeError, match=r"scheduler of another optimizer"):
-        fabric.setup(TinyModel(), other.__class__(TinyModel().parameters(), lr=1.0), scheduler=scheduler)
+        fabric.setup(fresh, torch.optim.SGD(fresh.parameters(), lr=1.0), scheduler=scheduler)
 
 
 def test_a_scheduler_built_on_the_returned_optimizer_drives_its_learning_rate() -> None:

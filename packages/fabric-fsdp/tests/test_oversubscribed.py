@@ -2,8 +2,9 @@
 
 The conformance kit's checks run with ``world_size=8``: outputs and every step's loss
 must equal one process training on the global batch (8 times a rank's batch), with
-accumulation under ``no_backward_sync`` and a checkpoint round trip included. DDP and
-FSDP share one launch of 8 forked workers (they inherit the imported torch).
+accumulation under ``no_backward_sync`` and a checkpoint round trip included. Each class
+has a launch of its own (8 forked workers, which inherit the imported torch; the launcher
+sizes their thread pools to one thread each).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ class TestDDPOnEightRanks(StrategyConformanceSuite):
     world_size = 8
     tolerance = 1e-5
     start_method = "fork"
-    launch_group = "eight-ranks"
     timeout = 180
 
 

@@ -16,7 +16,9 @@ The connector is a chain of small steps, each documented and tested on its own:
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,11 +32,13 @@ from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.environments.detect import detect_environment
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.launch_variables import LAUNCHER_VARIABLES
+from fabric_core.launchers.worker_exit import under_elastic_agent
 from fabric_core.precision.precision import Precision
 from fabric_core.registry import UnknownNameError
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.device_parser import parse_devices
+from fabric_core.utilities.rank_zero import global_rank_from_environment
 
 __all__ = [
     "LEGACY_PRECISION",
@@ -59,6 +63,22 @@ LEGACY_PRECISION: Final[dict[object, str]] = {
     "bf16": "bf16-mixed",
 }
 """Old precision spellings and the strings that replace them."""
+
+PRECISION_HINTS: Final[dict[str, str]] = {
+    "fp16": "'16-mixed' (float16 autocast) or '16-true' (float16 weights)",
+    "float16": "'16-mixed' (float16 autocast) or '16-true' (float16 weights)",
+    "half": "'16-mixed' (float16 autocast) or '16-true' (float16 weights)",
+    "mixed": "'16-mixed' or 'bf16-mixed'",
+    "amp": "'16-mixed' or 'bf16-mixed'",
+    "bfloat16": "'bf16-mixed' (bfloat16 autocast) or 'bf16-true' (bfloat16 weights)",
+    "fp32": "'32-true'",
+    "float32": "'32-true'",
+    "float": "'32-true'",
+    "fp64": "'64-true'",
+    "float64": "'64-true'",
+    "double": "'64-true'",
+}
+"""Names of dtypes and techniques that users pass as a precision, and the precision strings they mean."""
 
 DEFAULT_PRECISION: Final = "32-true"
 MULTI_PROCESS_STRATEGY: Final = "ddp"
@@ -122,6 +142,7 @@ def resolve_accelerator(accelerator: str | Accelerator, strategy_default: str | 
     if not isinstance(accelerator, str):
         raise TypeError(
             f"accelerator={accelerator!r} must be a name ('cpu', 'cuda', 'auto', ...) or an Accelerator instance."
+            + _instance_hint(accelerator, Accelerator, "accelerator")
         )
     name = accelerator.lower()
     if name == "auto":
@@ -185,11 +206,16 @@ def resolve_precision(precision: str | int | None) -> str:
     Legacy spellings (``32``, ``16``, ``"bf16"``, ...) are translated with a warning.
 
     Raises:
-        ValueError: The precision is not registered (the message lists the valid ones).
+        ValueError: The precision is not registered (the message lists the valid ones and
+            names the one meant, for a dtype name such as ``"fp16"`` or a near miss).
     """
     if precision is None:
         return DEFAULT_PRECISION
-    if precision in LEGACY_PRECISION:
+    if (
+        isinstance(precision, (int, str))
+        and not isinstance(precision, bool)
+        and precision in LEGACY_PRECISION
+    ):
         replacement = LEGACY_PRECISION[precision]
         warnings.warn(
             f"precision={precision!r} is a legacy spelling; use precision='{replacement}' instead.",
@@ -199,9 +225,30 @@ def resolve_precision(precision: str | int | None) -> str:
         return replacement
     if isinstance(precision, str) and precision in PRECISION_REGISTRY:
         return precision
+    available = PRECISION_REGISTRY.available()
     raise ValueError(
-        f"precision={precision!r} is not supported. Choose one of: {', '.join(PRECISION_REGISTRY.available())}."
+        f"precision={precision!r} is not supported. Choose one of: {', '.join(available)}."
+        + _precision_hint(precision, available)
     )
+
+
+def _precision_hint(precision: object, available: list[str]) -> str:
+    text = str(precision).strip().lower()
+    if isinstance(precision, float) and precision.is_integer():
+        text = str(int(precision))
+    if text in PRECISION_HINTS:
+        return f" For {precision!r} pass {PRECISION_HINTS[text]}."
+    if text in LEGACY_PRECISION and not isinstance(precision, str):
+        return f" Did you mean '{LEGACY_PRECISION[text]}'?"
+    close = difflib.get_close_matches(text, available, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _instance_hint(value: object, base: type, argument: str) -> str:
+    """`` Pass an instance: ...`` when ``value`` is a subclass of ``base`` given instead of an instance of it."""
+    if isinstance(value, type) and issubclass(value, base):
+        return f" {value.__name__} is a class; pass an instance of it: {argument}={value.__name__}(...)."
+    return ""
 
 
 def resolve_device_precision(precision: str, accelerator: Accelerator) -> str:
@@ -241,6 +288,7 @@ def resolve_strategy(
     if not isinstance(strategy, str):
         raise TypeError(
             f"strategy={strategy!r} must be a strategy name ('ddp', 'fsdp', ...) or a Strategy instance."
+            + _instance_hint(strategy, Strategy, "strategy")
         )
     if strategy != "auto":
         return STRATEGY_REGISTRY.build(strategy)
@@ -285,8 +333,11 @@ def connect(
             f"Fabric(precision={precision!r}) was combined with the precision plugin {resolved_plugins.precision!r} "
             "in plugins=[...]. Pass one of them."
         )
-    if accelerator == "auto" and isinstance(strategy, Strategy) and strategy.given_accelerator is not None:
-        accelerator = strategy.given_accelerator
+    if isinstance(strategy, Strategy) and strategy.given_accelerator is not None:
+        if accelerator == "auto":
+            accelerator = strategy.given_accelerator
+        else:
+            _check_same_accelerator(strategy.given_accelerator, accelerator)
     strategy_default = _default_accelerator_of(strategy)
     accelerator_obj = resolve_accelerator(accelerator, strategy_default)
     environment = resolved_plugins.cluster_environment or detect_environment()
@@ -316,20 +367,32 @@ def apply_launcher_settings(arguments: dict[str, Any], explicit: dict[str, Any])
     A setting given on the command line fills the argument the script left at its default;
     one that contradicts a value written in the script is an error rather than a silent choice.
 
+    Under ``fabric run`` every worker finds the same disagreement: global rank 0 prints it
+    once, without a traceback, and every worker exits with status 2 (a usage error, as
+    for a bad command line).
+
     Raises:
-        ValueError: The command line and the script disagree on a setting.
+        ValueError: The command line and the script disagree on a setting (outside the
+            elastic agent; under it, ``SystemExit(2)`` after the message).
     """
     merged = dict(arguments)
+    conflicts = []
     for name, variable in LAUNCHER_VARIABLES.items():
         value = os.environ.get(variable)
         if value is None:
             continue
         if name in explicit and not _same_setting(explicit[name], value):
-            raise ValueError(
-                f"`fabric run --{name.replace('_', '-')} {value}` conflicts with Fabric({name}={explicit[name]!r}) "
-                "in the script. Remove one of them."
+            conflicts.append(
+                f"`fabric run --{name.replace('_', '-')} {value}` conflicts with Fabric({name}={explicit[name]!r})"
             )
         merged[name] = int(value) if name == "num_nodes" else value
+    if conflicts:
+        message = f"{'; '.join(conflicts)} in the script. Remove one of them."
+        if not under_elastic_agent():
+            raise ValueError(message)
+        if global_rank_from_environment() == 0:
+            print(f"fabric run: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
     return merged
 
 
@@ -353,6 +416,21 @@ def _sizes_from_environment(
     if "num_nodes" not in explicit and environment.world_size() % per_node == 0:
         num_nodes = environment.world_size() // per_node
     return devices, num_nodes
+
+
+def _check_same_accelerator(given: Accelerator, accelerator: str | Accelerator) -> None:
+    """Refuse ``Fabric(accelerator=...)`` that differs from the strategy instance's, before probing devices."""
+    if isinstance(accelerator, Accelerator):
+        wanted: type = type(accelerator)
+    elif isinstance(accelerator, str) and accelerator.lower() in ACCELERATOR_REGISTRY:
+        wanted = ACCELERATOR_REGISTRY.get_class(accelerator.lower())
+    else:
+        return  # resolve_accelerator explains an unknown name or a value of the wrong type
+    if type(given) is not wanted:
+        raise ValueError(
+            f"The strategy instance was built with {given!r}, but Fabric(accelerator={accelerator!r}) asks for "
+            "another. Pass the accelerator in one place only."
+        )
 
 
 def _default_accelerator_of(strategy: str | Strategy) -> str | None:

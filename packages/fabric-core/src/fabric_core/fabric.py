@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import weakref
@@ -13,12 +14,13 @@ from typing import Any, TypeVar, overload
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.connector import apply_launcher_settings, connect
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_tensors, convert_to_tensors
+from fabric_core.utilities.collectives import check_reduce_op
 from fabric_core.utilities.data import with_distributed_sampler, with_worker_seeding
 from fabric_core.utilities.rank_zero import rank_zero_only, warn_once
 from fabric_core.utilities.seed import seed_everything as _seed_everything
@@ -98,7 +100,7 @@ class Fabric:
         explicit = {name: value for name, value in arguments.items() if value != _DEFAULTS[name]}
         arguments = apply_launcher_settings(arguments, explicit)
         self._strategy: Strategy = connect(**arguments, explicit=explicit)
-        self._callbacks = _as_list(callbacks)
+        self._callbacks = _checked_callbacks(callbacks)
         self._loggers = _checked_loggers(loggers)
         self._set_up_modules: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._backward_module: nn.Module | None = None
@@ -249,10 +251,12 @@ class Fabric:
                 ``Optimizer``, or ``scheduler`` is not an LR scheduler of one of them.
             ValueError: The model or an optimizer is already the result of a setup.
         """
+        _check_flag("setup", "move_to_device", move_to_device)
         module, compiled = _split_compiled(module)
-        self._check_module(module)
+        self._check_module(module, optimizers)
         for optimizer in optimizers:
             self._check_optimizer(optimizer)
+            _check_optimizer_of(module, optimizer)
         _check_scheduler(scheduler, optimizers)
         self._ensure_environment()
         original = module
@@ -275,6 +279,7 @@ class Fabric:
 
     def setup_module(self, module: nn.Module, move_to_device: bool = True) -> FabricModule:
         """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`)."""
+        _check_flag("setup_module", "move_to_device", move_to_device)
         module, compiled = _split_compiled(module)
         self._check_module(module)
         self._ensure_environment()
@@ -319,6 +324,8 @@ class Fabric:
         """
         if not dataloaders:
             raise TypeError("fabric.setup_dataloaders() needs at least one DataLoader.")
+        _check_flag("setup_dataloaders", "use_distributed_sampler", use_distributed_sampler)
+        _check_flag("setup_dataloaders", "move_to_device", move_to_device)
         self._ensure_environment()
         wrapped = []
         for loader in dataloaders:
@@ -327,8 +334,14 @@ class Fabric:
                     "This data loader was already set up; use the loader setup_dataloaders returned."
                 )
             if not isinstance(loader, DataLoader):
+                hint = (
+                    " Wrap it first: setup_dataloaders(DataLoader(dataset, batch_size=...))."
+                    if isinstance(loader, Dataset)
+                    else ""
+                )
                 raise TypeError(
-                    f"setup_dataloaders() expects torch.utils.data.DataLoader objects, got {type(loader).__name__}."
+                    "setup_dataloaders() expects torch.utils.data.DataLoader objects, got "
+                    f"{type(loader).__name__}.{hint}"
                 )
             sampler_kwargs = self._strategy.distributed_sampler_kwargs
             if use_distributed_sampler and sampler_kwargs is not None and self.world_size > 1:
@@ -349,14 +362,22 @@ class Fabric:
         self._backward_module = forward_module if self._module_count == 1 else None
         return wrapped
 
-    def _check_module(self, module: Any) -> None:
+    def _check_module(self, module: Any, optimizers: Sequence[Any] = ()) -> None:
         if isinstance(module, FabricModule):
             raise ValueError(
                 "This model was already set up with fabric.setup(); pass it to the loop as it is, "
                 "or set up the original model once."
             )
         if not isinstance(module, nn.Module):
-            raise TypeError(f"fabric.setup() expects a torch.nn.Module first, got {type(module).__name__}.")
+            hint = (
+                " Pass the model first: fabric.setup(model, optimizer)."
+                if isinstance(module, (Optimizer, FabricOptimizer))
+                or any(isinstance(o, nn.Module) for o in optimizers)
+                else ""
+            )
+            raise TypeError(
+                f"fabric.setup() expects a torch.nn.Module first, got {type(module).__name__}.{hint}"
+            )
         if module in self._set_up_modules and not self._strategy.allows_repeated_setup:
             raise ValueError(
                 f"The model {type(module).__name__} was already set up with this Fabric, and "
@@ -369,8 +390,14 @@ class Fabric:
         if isinstance(optimizer, FabricOptimizer):
             raise ValueError("This optimizer was already set up with fabric.setup(); use it as it is.")
         if not isinstance(optimizer, Optimizer):
+            hint = (
+                " An LR scheduler goes by keyword: fabric.setup(model, optimizer, scheduler=scheduler)."
+                if isinstance(getattr(optimizer, "optimizer", None), Optimizer)
+                else ""
+            )
             raise TypeError(
-                f"fabric.setup() expects torch.optim.Optimizer objects after the model, got {type(optimizer).__name__}."
+                "fabric.setup() expects torch.optim.Optimizer objects after the model, got "
+                f"{type(optimizer).__name__}.{hint}"
             )
 
     # -- training step ------------------------------------------------------------------
@@ -388,13 +415,40 @@ class Fabric:
             **kwargs: Passed to ``Tensor.backward``.
 
         Raises:
-            ValueError: ``tensor`` does not require a gradient.
+            TypeError: ``tensor`` is not a tensor (e.g. a number from ``loss.item()``).
+            ValueError: ``tensor`` does not require a gradient, or it is not a scalar and no
+                ``gradient`` is given.
+            RuntimeError: A multi-process strategy has not started its processes yet
+                (:meth:`launch`), or no model was set up, so gradients would not be synchronised.
         """
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"fabric.backward({tensor!r}) needs the loss tensor, got a {type(tensor).__name__}. Pass the "
+                "tensor itself (fabric.backward(loss)); a number such as loss.item() has no graph to differentiate."
+            )
         if not tensor.requires_grad:
             raise ValueError(
                 "fabric.backward() got a tensor that does not require grad, so there is nothing to "
                 "differentiate. It was computed under torch.no_grad() or inference_mode(), from detached "
                 "tensors, or by a model whose parameters all have requires_grad=False."
+            )
+        if tensor.numel() != 1 and not args and "gradient" not in kwargs:
+            raise ValueError(
+                f"fabric.backward() got a loss of shape {tuple(tensor.shape)}, but a loss must be one number. "
+                "Reduce it first, e.g. fabric.backward(loss.mean()) or loss.sum(), or pass gradient=... of the "
+                "same shape."
+            )
+        self._ensure_environment()
+        if self._module_count == 0 and self.world_size > 1:
+            raise RuntimeError(
+                f"fabric.backward() was called before any model was set up, and with {self.world_size} processes "
+                f"{type(self._strategy).__name__} synchronises only the gradients of models that "
+                "fabric.setup(model, optimizer) returned. Set the model up and compute the loss with the result."
+            )
+        if model is not None and not isinstance(model, FabricModule):
+            raise TypeError(
+                f"fabric.backward(loss, model={type(model).__name__}(...)) needs the model that fabric.setup() "
+                "returned, not the original one."
             )
         module = unwrap(model) if model is not None else self._backward_module
         self._strategy.backward(tensor, module, *args, **kwargs)
@@ -485,8 +539,17 @@ class Fabric:
         self._strategy.barrier(name=name)
 
     def broadcast(self, obj: _T, src: int = 0) -> _T:
-        """Send ``obj`` from process ``src`` to every process and return it."""
+        """Send ``obj`` from process ``src`` to every process and return it.
+
+        Raises:
+            ValueError: ``src`` is not the global rank of a process of the run.
+        """
         self._ensure_environment()
+        if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < self.world_size:
+            raise ValueError(
+                f"fabric.broadcast(obj, src={src!r}): src is the global rank that sends, from 0 to "
+                f"{self.world_size - 1} in this run of {self.world_size} process(es)."
+            )
         return self._strategy.broadcast(obj, src=src)
 
     def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
@@ -495,9 +558,14 @@ class Fabric:
         Works on a tensor, a Python number, or every tensor and number in a collection
         (numbers are turned into tensors on ``fabric.device`` first, as Lightning does).
         With ``sync_grads=True`` gradients flow back through the gather.
+
+        Raises:
+            TypeError: ``data`` holds something that is neither a tensor nor a number (use
+                :meth:`broadcast` or ``torch.distributed.all_gather_object`` for other objects).
         """
         self._ensure_environment()
         data = convert_to_tensors(data, self.device)
+        _check_tensors_only(data, "all_gather")
         return apply_to_tensors(
             data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads)
         )
@@ -509,9 +577,16 @@ class Fabric:
         numbers are turned into tensors on ``fabric.device`` and reduced, so
         ``fabric.all_reduce(loss.item())`` returns the mean over processes as a tensor.
         Integer tensors are averaged as floats.
+
+        Raises:
+            ValueError: ``reduce_op`` is not one of the names above (checked with one process too).
+            TypeError: ``reduce_op`` is neither a name nor a ``torch.distributed.ReduceOp``, or
+                ``data`` holds something that is neither a tensor nor a number.
         """
+        check_reduce_op(reduce_op)
         self._ensure_environment()
         data = convert_to_tensors(data, self.device)
+        _check_tensors_only(data, "all_reduce")
         return apply_to_tensors(data, lambda t: self._strategy.reduce(t, group=group, reduce_op=reduce_op))
 
     @contextmanager
@@ -538,6 +613,8 @@ class Fabric:
             empty_init: Skip weight initialisation, for weights loaded right afterwards
                 (sharding strategies may also create the model on the meta device).
         """
+        if empty_init is not None:
+            _check_flag("init_module", "empty_init", empty_init)
         self._ensure_environment()
         return self._strategy.module_init_context(empty_init=empty_init)
 
@@ -557,9 +634,20 @@ class Fabric:
         """Save models, optimizers and any other state to ``path``.
 
         Example: ``fabric.save("ckpt.pt", {"model": model, "optimizer": optimizer, "step": step})``.
-        The file is written atomically: an error mid-write leaves a previous checkpoint intact.
+        The file is written atomically: an error or a kill mid-write leaves a previous
+        checkpoint intact. Every process must call it; if rank 0 cannot write, every
+        process raises.
+
+        Raises:
+            TypeError: ``path`` and ``state`` are swapped, or ``state`` holds an object that
+                pickle cannot store (named in the message).
+            PermissionError, OSError, IsADirectoryError, NotADirectoryError: The path cannot
+                be written (a read-only directory, a full disk, a directory or a file in the way).
         """
+        from fabric_core.utilities.checkpoint import check_path_argument
+
         self._ensure_environment()
+        check_path_argument("save", path, state)
         self._strategy.save_checkpoint(path, _unwrap_state(state), filter=filter)
         self._strategy.barrier()
 
@@ -578,8 +666,26 @@ class Fabric:
         Returns:
             The checkpoint entries that ``state`` did not name (the whole checkpoint when
             ``state`` is ``None``).
+
+        Raises:
+            FileNotFoundError: Nothing is at ``path`` (the message says what is nearby).
+            ValueError: The file is empty, truncated, corrupted or not a checkpoint; or it is a
+                plain state dict (load it with :meth:`load_raw`).
+            KeyError: ``strict`` and ``state`` names an entry the checkpoint lacks.
+            TypeError: An entry does not fit its object (e.g. names swapped in ``state``).
+            StateDictMismatchError: A model's keys or shapes do not fit (a ``RuntimeError``).
         """
+        from fabric_core.utilities.checkpoint import check_path_argument
+
         self._ensure_environment()
+        check_path_argument("load", path, state)
+        if isinstance(state, (nn.Module, Optimizer, FabricOptimizer)):
+            name = "model" if isinstance(state, nn.Module) else "optimizer"
+            raise TypeError(
+                f"fabric.load(path, {name}) got a bare {type(unwrap(state)).__name__}; the state is a dict of "
+                f"names to objects: fabric.load(path, {{'{name}': {name}, ...}}) with the names given to "
+                f"fabric.save. For a plain torch.save({name}.state_dict()) file, use fabric.load_raw(path, {name})."
+            )
         unwrapped = _unwrap_state(state) if state is not None else None
         remainder = self._strategy.load_checkpoint(path, unwrapped, strict=strict, weights_only=weights_only)
         if state is not None and unwrapped is not None:
@@ -591,9 +697,24 @@ class Fabric:
         return remainder
 
     def load_raw(self, path: str | Path, obj: nn.Module | Optimizer, strict: bool = True) -> None:
-        """Load a plain state-dict file (e.g. from ``torch.save(model.state_dict())``) into ``obj``."""
+        """Load a plain state-dict file (e.g. from ``torch.save(model.state_dict())``) into ``obj``.
+
+        Raises:
+            TypeError: ``obj`` is not a model or optimizer, or the file is a checkpoint of
+                named entries from :meth:`save` (load that with :meth:`load`).
+            StateDictMismatchError: A model's keys or shapes do not fit (a ``RuntimeError``).
+        """
+        from fabric_core.utilities.checkpoint import check_path_argument
+
         self._ensure_environment()
-        self._strategy.load_checkpoint(path, unwrap(obj), strict=strict)
+        check_path_argument("load_raw", path, obj)
+        raw = unwrap(obj)
+        if not isinstance(raw, (nn.Module, Optimizer)):
+            raise TypeError(
+                f"fabric.load_raw(path, obj) loads into one model or optimizer, got {type(raw).__name__}. For a "
+                "checkpoint of named entries use fabric.load(path, {'model': model, ...})."
+            )
+        self._strategy.load_checkpoint(path, raw, strict=strict)
 
     # -- callbacks and loggers ----------------------------------------------------------
 
@@ -683,6 +804,35 @@ def _recompile(forward_module: nn.Module, compiled: nn.Module) -> nn.Module:
     return OptimizedModule(forward_module, compiled.dynamo_ctx)  # type: ignore[arg-type]
 
 
+def _check_optimizer_of(module: nn.Module, optimizer: Optimizer) -> None:
+    """Refuse an optimizer that steps none of the module's parameters: the model would never change."""
+    own = {id(parameter) for parameter in module.parameters()}
+    stepped = [p for group in optimizer.param_groups for p in group["params"]]
+    if stepped and not any(id(parameter) in own for parameter in stepped):
+        name = type(optimizer).__name__
+        raise ValueError(
+            f"fabric.setup({type(module).__name__}, {name}): the {name} optimizer holds none of the model's "
+            "parameters (it was built over another model, or over a copy), so training would never change this "
+            f"model. Build it over this model: {name}(model.parameters(), ...)."
+        )
+
+
+def _check_tensors_only(data: Any, method: str) -> None:
+    """Refuse a collective's input that holds something other than tensors (numbers are tensors by now)."""
+    from torch.utils._pytree import keystr, tree_flatten_with_path
+
+    leaves, _ = tree_flatten_with_path(data)
+    for path, leaf in leaves:
+        if isinstance(leaf, torch.Tensor) or (dataclasses.is_dataclass(leaf) and not isinstance(leaf, type)):
+            continue
+        where = f" at {keystr(path)}" if path else ""
+        raise TypeError(
+            f"fabric.{method}() communicates tensors and numbers, but got {leaf!r}{where} "
+            f"({type(leaf).__name__}). Leave it out, or send other objects with fabric.broadcast(obj) or "
+            "torch.distributed.all_gather_object."
+        )
+
+
 def _check_scheduler(scheduler: Any, optimizers: Sequence[Optimizer]) -> None:
     if scheduler is None:
         return
@@ -728,6 +878,12 @@ def _check_clip_arguments(module: Any, optimizer: Any, clip_val: Any, max_norm: 
         )
 
 
+def _check_flag(method: str, name: str, value: Any) -> None:
+    """Refuse a flag that is not a bool: ``"no"`` or ``0.5`` would otherwise count as True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"fabric.{method}({name}={value!r}): {name} must be True or False.")
+
+
 def _accepted_kwargs(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         parameters = inspect.signature(method).parameters.values()
@@ -742,6 +898,11 @@ def _accepted_kwargs(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict
 def _checked_loggers(value: Any) -> list[Any]:
     loggers = _as_list(value)
     for position, logger in enumerate(loggers):
+        if isinstance(logger, type):
+            raise TypeError(
+                f"Fabric(loggers={logger.__name__}) is a class; pass an instance of it, e.g. "
+                f"Fabric(loggers={logger.__name__}('logs'))."
+            )
         if not callable(getattr(logger, "log_metrics", None)):
             given = f"loggers={logger!r}" if logger is value else f"loggers[{position}]={logger!r}"
             raise TypeError(
@@ -750,6 +911,32 @@ def _checked_loggers(value: Any) -> list[Any]:
                 "Fabric(loggers=CSVLogger('logs')) with `from fabric_core.loggers import CSVLogger`."
             )
     return loggers
+
+
+def _checked_callbacks(value: Any) -> list[Any]:
+    callbacks = _as_list(value)
+    for position, callback in enumerate(callbacks):
+        given = f"callbacks={callback!r}" if callback is value else f"callbacks[{position}]={callback!r}"
+        if isinstance(callback, type):
+            raise TypeError(
+                f"Fabric({given}) is a class; pass an instance of it: Fabric(callbacks=[{callback.__name__}()])."
+            )
+        if isinstance(callback, (bool, int, float, complex, str, bytes)) or not _has_public_methods(callback):
+            raise TypeError(
+                f"Fabric({given}): a callback is an instance of a class whose methods are the hooks that "
+                f"fabric.call(name, ...) runs, and a {type(callback).__name__} has no such methods. Pass one or a "
+                "list of them, e.g. Fabric(callbacks=[MyCallback()])."
+            )
+    return callbacks
+
+
+def _has_public_methods(obj: Any) -> bool:
+    # Looked up without calling properties: only methods of the class and callables set on the instance.
+    own = vars(obj) if hasattr(obj, "__dict__") else {}
+    return any(
+        not name.startswith("_") and callable(inspect.getattr_static(obj, name, None))
+        for name in {*dir(type(obj)), *own}
+    )
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -445,9 +445,9 @@ class Registry:
         message = (
             f"Unknown {self.kind} '{name}'. Available {self.plural}: {', '.join(available) or '(none)'}."
         )
-        close = difflib.get_close_matches(name, [*available, *self._hints], n=1)
+        close = difflib.get_close_matches(name, [*available, *self._hints], n=3)
         if close:
-            message += f" Did you mean '{close[0]}'?"
+            message += f" Did you mean {' or '.join(repr(option) for option in close)}?"
         return UnknownNameError(message)
 
 

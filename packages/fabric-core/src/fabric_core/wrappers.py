@@ -93,8 +93,14 @@ class FabricModule(nn.Module):
         runs as ``forward`` does: through the wrapper, under the precision plugin.
 
         Raises:
+            TypeError: ``method`` is neither a name nor a method.
             ValueError: ``method`` is ``forward`` or is not a method of the original module.
         """
+        if not isinstance(method, (str, MethodType)):
+            raise TypeError(
+                f"mark_forward_method({method!r}) takes a method of the model or its name, e.g. "
+                "model.mark_forward_method('generate')."
+            )
         name = method if isinstance(method, str) else method.__name__
         if name == "forward":
             raise ValueError("forward already runs through the strategy; mark other methods only.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -47,7 +48,8 @@ class DDPStrategy(ParallelStrategy):
             ``PostLocalSGDState`` and ``ddp_comm_hook`` to be ``post_localSGD_hook``.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...;
             ``None``: the accelerator's default.
-        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        timeout: How long collectives wait for the other processes (``None``: 5 minutes on
+            gloo, so a skipped collective surfaces quickly; torch's default otherwise).
         accelerator: The accelerator; set by ``Fabric`` when omitted.
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"`` (run
             ``fabric.launch(fn)``'s function in new processes).
@@ -64,8 +66,10 @@ class DDPStrategy(ParallelStrategy):
     wraps the module with what it prepared.
 
     Raises:
-        TypeError: A keyword argument that ``DistributedDataParallel`` does not accept.
-        ValueError: ``model_averaging_period`` without the post-local SGD state and hook.
+        TypeError: A keyword argument that ``DistributedDataParallel`` does not accept, or a
+            ``ddp_comm_hook`` / ``ddp_comm_wrapper`` that is not a function of the right arguments.
+        ValueError: ``model_averaging_period`` without the post-local SGD state and hook, or
+            ``ddp_comm_state`` / ``ddp_comm_wrapper`` without a ``ddp_comm_hook``.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class DDPStrategy(ParallelStrategy):
             precision=precision,
         )
         _check_ddp_kwargs(kwargs)
+        _check_comm_hook(ddp_comm_state, ddp_comm_hook, ddp_comm_wrapper)
         _check_model_averaging(model_averaging_period, ddp_comm_state, ddp_comm_hook)
         self._ddp_comm_state = ddp_comm_state
         self._ddp_comm_hook = ddp_comm_hook
@@ -197,8 +202,8 @@ class DDPStrategy(ParallelStrategy):
     def load_module_state_dict(
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
-        """Load a full state dict into the replica (every process loads the same file)."""
-        _unwrap(module).load_state_dict(state_dict, strict=strict)
+        """Load a full state dict into the replica (every process loads the same file); checked as the base class does."""
+        super().load_module_state_dict(_unwrap(module), state_dict, strict=strict)
 
     def __repr__(self) -> str:
         return (
@@ -221,10 +226,49 @@ def _check_ddp_kwargs(kwargs: dict[str, Any]) -> None:
     }
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
+        close = [match for name in unknown for match in difflib.get_close_matches(name, accepted, n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise TypeError(
             f"DDPStrategy got unknown argument(s) {', '.join(unknown)}. Extra keyword arguments are passed to "
-            f"DistributedDataParallel, which accepts: {', '.join(sorted(accepted))}."
+            f"DistributedDataParallel, which accepts: {', '.join(sorted(accepted))}.{hint}"
         )
+
+
+def _check_comm_hook(state: object | None, hook: Any, wrapper: Any) -> None:
+    """Refuse a communication hook DDP would reject only at ``fabric.setup``, or settings without a hook."""
+    if hook is None:
+        for name, value in (("ddp_comm_state", state), ("ddp_comm_wrapper", wrapper)):
+            if value is not None:
+                raise ValueError(
+                    f"DDPStrategy({name}={value!r}) has no effect without ddp_comm_hook: pass the hook it belongs "
+                    "to as well, e.g. ddp_comm_hook=powerSGD_hook.powerSGD_hook with its PowerSGDState."
+                )
+        return
+    _check_callable("ddp_comm_hook", hook, 2, "hook(state, bucket) -> torch.futures.Future[torch.Tensor]")
+    if wrapper is not None:
+        _check_callable(
+            "ddp_comm_wrapper", wrapper, 1, "wrapper(hook) -> hook, e.g. default_hooks.fp16_compress_wrapper"
+        )
+
+
+def _check_callable(argument: str, value: Any, positional: int, shape: str) -> None:
+    import inspect
+
+    source = "torch.distributed.algorithms.ddp_comm_hooks (default_hooks, powerSGD_hook, ...)"
+    if not callable(value):
+        raise TypeError(
+            f"DDPStrategy({argument}={value!r}) must be a function {shape}; take one from {source}."
+        )
+    try:
+        inspect.signature(value).bind(*range(positional))
+    except TypeError:
+        name = getattr(value, "__qualname__", repr(value))
+        raise TypeError(
+            f"DDPStrategy({argument}={name}) takes the wrong arguments {inspect.signature(value)}: DDP calls it as "
+            f"{shape}. Take one from {source}, or bind extra parameters with functools.partial."
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): DDP will tell
+        return
 
 
 def _check_model_averaging(period: int | None, state: object | None, hook: Callable[..., Any] | None) -> None:

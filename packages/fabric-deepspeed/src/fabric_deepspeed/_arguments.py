@@ -10,6 +10,7 @@ with a config nor counts as a detail that "has no effect".
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ argument equal to its default states nothing: the user config, if any, stays in 
 """
 
 _BOOLEANS: Final = ("offload_optimizer", "offload_parameters", "single_submit", "overlap_events")
+_SWITCH_DEVICES: Final = {
+    "offload_optimizer": "offload_optimizer_device",
+    "offload_parameters": "offload_params_device",
+}
 _COUNTS: Final = (
     "params_buffer_count",
     "params_buffer_size",
@@ -166,9 +171,12 @@ def check_arguments(arguments: DeepSpeedArguments) -> None:
     unknown = sorted(set(arguments.extras) - set(EXTRA_SETTINGS) - {"pin_memory"})
     if unknown:
         accepted = ", ".join(sorted([*EXTRA_SETTINGS, "pin_memory"]))
+        names = [*SEED_DEFAULTS, *EXTRA_SETTINGS, "pin_memory", "remote_device", "config", "logging_level"]
+        close = [match for name in unknown for match in difflib.get_close_matches(name, names, n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise TypeError(
             f"DeepSpeedStrategy got unexpected argument(s) {', '.join(unknown)}. Besides its named arguments it "
-            f"accepts: {accepted}. Put any other DeepSpeed setting in config={{...}}."
+            f"accepts: {accepted}. Put any other DeepSpeed setting in config={{...}}.{hint}"
         )
     stage = arguments.stage
     if stage is not None and (
@@ -182,7 +190,14 @@ def check_arguments(arguments: DeepSpeedArguments) -> None:
     for name in (*_BOOLEANS, "pin_memory"):
         flag = arguments.value(name)
         if flag is not None and not isinstance(flag, bool):
-            raise ValueError(f"DeepSpeedStrategy({name}={flag!r}) must be True or False.")
+            device = _SWITCH_DEVICES.get(name)
+            hint = (
+                f" It is a switch; the device is a separate argument: {name}=True, {device}={flag!r}"
+                + (" (the default)." if flag == SEED_DEFAULTS[device] else ".")
+                if device is not None and flag in OFFLOAD_DEVICES
+                else ""
+            )
+            raise ValueError(f"DeepSpeedStrategy({name}={flag!r}) must be True or False.{hint}")
     for name in _COUNTS:
         count = arguments.value(name)
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):

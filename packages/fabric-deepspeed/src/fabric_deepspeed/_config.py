@@ -18,6 +18,7 @@ imports deepspeed.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -32,6 +33,7 @@ __all__ = [
     "DeepSpeedConfigError",
     "Setting",
     "build_config",
+    "check_types",
     "is_enabled",
     "load_user_config",
     "merge_settings",
@@ -63,6 +65,43 @@ _FLOAT16_ONLY: Final = (
     "min_loss_scale",
 )
 _AIO: Final = ("block_size", "queue_depth", "single_submit", "overlap_events", "thread_count")
+
+SECTIONS: Final = (
+    "zero_optimization", "fp16", "bf16", "amp", "optimizer", "scheduler", "activation_checkpointing", "aio",
+    "flops_profiler", "tensorboard", "wandb", "csv_monitor", "comet", "comms_logger", "autotuning", "checkpoint",
+    "data_types", "compression_training", "data_efficiency", "elasticity", "pipeline", "sparse_attention",
+    "curriculum_learning", "nebula", "hybrid_engine", "compile", "timers", "tensor_parallel", "weight_quantization",
+    "zero_optimization.offload_optimizer", "zero_optimization.offload_param",
+)  # fmt: skip
+"""Config entries that DeepSpeed reads as sections (dicts), dotted below the top."""
+
+_POSITIVE_INTEGERS: Final = (
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "steps_per_print",
+)  # fmt: skip
+_NUMBERS: Final = ("gradient_clipping", "gradient_predivide_factor")
+_FLAGS: Final = (
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "wall_clock_breakdown", "memory_breakdown",
+    "prescale_gradients", "sparse_gradients", "dump_state", "disable_allgather",
+)  # fmt: skip
+_OTHER_KEYS: Final = (
+    "communication_data_type", "seq_parallel_communication_data_type", "gradient_allreduce_op",
+    "zero_quantized_weights", "dataloader_drop_last", "torch_autocast", "sequence_parallel_size",
+    "disable_python_gc", "use_data_before_expert_parallel_",
+)  # fmt: skip
+TOP_LEVEL_KEYS: Final = tuple(
+    dict.fromkeys(
+        [
+            *(name for name in SECTIONS if "." not in name),
+            *_POSITIVE_INTEGERS,
+            *_NUMBERS,
+            *_FLAGS,
+            *_OTHER_KEYS,
+        ]
+    )
+)
+"""Top-level keys of DeepSpeed's config that fabric knows: a key close to one of them is taken for a typo,
+since DeepSpeed ignores keys it does not read."""
+_OFFLOAD_DEVICES: Final = ("cpu", "nvme", "none", AUTO)
 
 
 class DeepSpeedConfigError(ValueError):
@@ -115,6 +154,7 @@ def load_user_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) 
         raise TypeError(
             f"DeepSpeedStrategy(config=...) takes a dict or the path of a JSON file, got {type(config).__name__}."
         )
+    _check_keys(loaded)
     if "bfloat16" in loaded:
         if "bf16" in loaded:
             raise DeepSpeedConfigError(
@@ -316,10 +356,11 @@ def validate_config(config: Mapping[str, Any], arguments: DeepSpeedArguments, fi
     ``final=False`` (a config built before Fabric gave the precision) tolerates ``"auto"``.
 
     Raises:
-        DeepSpeedConfigError: An invalid stage, offloading the stage cannot do, float16 and
-            bfloat16 both enabled, float16 loss-scale arguments without float16, or
-            ``"auto"`` values fabric does not fill.
+        DeepSpeedConfigError: A value of the wrong type (see :func:`check_types`), an invalid
+            stage, offloading the stage cannot do, float16 and bfloat16 both enabled, float16
+            loss-scale arguments without float16, or ``"auto"`` values fabric does not fill.
     """
+    check_types(config)
     stage = _lookup(config, ("zero_optimization", "stage"))
     if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
         raise DeepSpeedConfigError(
@@ -349,6 +390,82 @@ def validate_config(config: Mapping[str, Any], arguments: DeepSpeedArguments, fi
             "value itself (batch size, ZeRO stage, offload, and fp16/bf16 when Fabric(precision=...) is given); "
             "write the values you want there."
         )
+
+
+def check_types(config: Mapping[str, Any]) -> None:
+    """Refuse values of the wrong type in the entries fabric and DeepSpeed read plainly.
+
+    DeepSpeed reads the top-level numbers and switches as they are (a string batch size
+    fails deep in the engine, a string ``enabled`` turns half precision on for DeepSpeed
+    but not for fabric's casts) and ignores a top-level key it does not know, so a typo of a
+    section name silently drops the section. ``"auto"`` is left to :func:`validate_config`.
+    The other entries of the sections are DeepSpeed's to check (its pydantic models).
+
+    Raises:
+        DeepSpeedConfigError: A section that is not a dict, a count, number or switch of the
+            wrong type, an ``enabled`` that is not a bool, an offload device that is not
+            ``cpu``/``nvme``/``none``, or a top-level key close to a known one.
+    """
+    for dotted in SECTIONS:
+        value = _lookup(config, tuple(dotted.split(".")))
+        if value is not None and value != AUTO and not isinstance(value, Mapping):
+            example = ' {"device": "cpu"}' if dotted.startswith("zero_optimization.offload") else " {...}"
+            _wrong(dotted, value, f"a section (a dict such as{example})")
+    for name in _POSITIVE_INTEGERS:
+        value = config.get(name)
+        if (
+            value is not None
+            and value != AUTO
+            and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+        ):
+            _wrong(name, value, "a positive integer (a number without quotes)")
+    for name in _NUMBERS:
+        value = config.get(name)
+        if (
+            value is not None
+            and value != AUTO
+            and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0)
+        ):
+            _wrong(name, value, "a number >= 0 (without quotes)")
+    for name in _FLAGS:
+        value = config.get(name)
+        if value is not None and value != AUTO and not isinstance(value, bool):
+            _wrong(name, value, "true or false (a boolean, without quotes)")
+    for name, section in config.items():
+        switch = section.get("enabled", AUTO) if isinstance(section, Mapping) else AUTO
+        if switch != AUTO and not isinstance(switch, bool):
+            _wrong(f"{name}.enabled", switch, "true or false (a boolean, without quotes)")
+    for name in ("offload_optimizer", "offload_param"):
+        device = _lookup(config, ("zero_optimization", name, "device"))
+        if device is not None and device not in _OFFLOAD_DEVICES:
+            _wrong(f"zero_optimization.{name}.device", device, "'cpu', 'nvme' or 'none'")
+    for name in config:
+        if name not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(name, TOP_LEVEL_KEYS, n=1, cutoff=0.8)
+            if close:
+                raise DeepSpeedConfigError(
+                    f"The DeepSpeed config has the key {name!r}, which DeepSpeed does not read: it would be ignored. "
+                    f"Did you mean {close[0]!r}?"
+                )
+
+
+def _wrong(dotted: str, value: Any, expected: str) -> None:
+    raise DeepSpeedConfigError(
+        f"The DeepSpeed config has {dotted} = {value!r}, but it must be {expected}. Fix it in DeepSpeedStrategy(config=...)."
+    )
+
+
+def _check_keys(config: Mapping[Any, Any], prefix: str = "") -> None:
+    """Refuse keys that are not strings: a JSON config has none, and DeepSpeed would ignore or choke on them."""
+    for key, value in config.items():
+        if not isinstance(key, str):
+            where = f"in the section {prefix[:-1]}" if prefix else "at the top"
+            raise DeepSpeedConfigError(
+                f"The DeepSpeed config has the key {key!r} ({type(key).__name__}) {where}, but every key must be a "
+                f"string naming a DeepSpeed setting (write {str(key)!r} if that is meant)."
+            )
+        if isinstance(value, Mapping):
+            _check_keys(value, f"{prefix}{key}.")
 
 
 def build_config(

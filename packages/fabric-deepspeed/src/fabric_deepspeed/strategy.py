@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io import diagnose
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
@@ -127,7 +128,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         precision_plugin: A :class:`~fabric_deepspeed.DeepSpeedPrecision`; built from
             ``Fabric(precision=...)`` when omitted.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
-        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        timeout: How long collectives wait for the other processes (``None``: 5 minutes on
+            gloo, so a skipped collective surfaces quickly; torch's default otherwise).
         accelerator: Keyword only. The accelerator (CPU or CUDA); set by ``Fabric`` when omitted.
         precision: Keyword only. Lightning Fabric's name for ``precision_plugin``.
         **kwargs: Further DeepSpeed settings by name, e.g. ``overlap_comm=False``,
@@ -582,14 +584,15 @@ class DeepSpeedStrategy(ParallelStrategy):
         """
         engine = self._engine_of(module)
         if engine is None:
-            module.load_state_dict(state_dict, strict=strict)
+            super().load_module_state_dict(module, state_dict, strict=strict)
             return
         if self.zero_stage == 3:
             deepspeed = self._import_deepspeed()
+            # Gathered, the parameters have their full shapes, which the base class checks.
             with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0):
-                engine.module.load_state_dict(state_dict, strict=strict)
+                super().load_module_state_dict(engine.module, state_dict, strict=strict)
         else:
-            engine.module.load_state_dict(state_dict, strict=strict)
+            super().load_module_state_dict(engine.module, state_dict, strict=strict)
         refresh = getattr(engine.optimizer, "refresh_fp32_params", None)
         if callable(refresh):
             refresh()
@@ -650,7 +653,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             self._refuse_optimizer_from_file(state)
             return super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
         if not path.is_dir():
-            raise FileNotFoundError(f"No checkpoint at '{path}'.")
+            raise diagnose.missing_checkpoint(path)
         if not isinstance(state, dict):
             raise ValueError(
                 "A DeepSpeed checkpoint directory is restored into objects: pass fabric.load(path, {'model': model, "

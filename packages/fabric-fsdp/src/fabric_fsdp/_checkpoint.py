@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.optim import Optimizer
 
+from fabric_core.io import diagnose
 from fabric_fsdp._dcp import is_dcp_checkpoint, load_sharded, save_sharded
 from fabric_fsdp._full import load_full, load_full_module, save_full
 from fabric_fsdp._state import ModuleFinder
@@ -42,7 +43,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at '{path}'.")
+        raise diagnose.missing_checkpoint(path)
     safe = True if weights_only is None else weights_only
     if is_dcp_checkpoint(path):
         return load_sharded(path, state, strict, safe, module_for)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import pickle
 import shutil
 import warnings
@@ -31,7 +30,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.optim import Optimizer
 
-from fabric_core.utilities.checkpoint import check_entries
+from fabric_core.io.atomic import partial_directory, replace_path
+from fabric_core.io.diagnose import check_save_target, make_parent
+from fabric_core.utilities.checkpoint import check_entries, write_on_rank_zero
 from fabric_fsdp._state import Filter, ModuleFinder, apply_state, collect_state
 
 if TYPE_CHECKING:
@@ -54,9 +55,11 @@ def save_sharded(
 ) -> None:
     """Write ``state`` as a DCP directory at ``path``; every process writes its own shards.
 
-    The directory is written next to ``path`` under a temporary name and renamed over it
-    by rank 0 once complete, so a failure mid-write leaves any previous checkpoint at
-    ``path`` as it was.
+    The directory is written next to ``path`` as ``.<name>.partial`` and put at ``path`` by
+    rank 0 once complete (swapped in one step where the file system can, see
+    :func:`fabric_core.io.atomic.replace_path`), so a failure or a kill mid-write leaves any
+    previous checkpoint at ``path`` as it was; DCP writes ``.metadata`` last, and only into
+    the partial directory. The next save to ``path`` removes what a killed save left.
     """
     checkpoint = collect_state(
         state,
@@ -66,15 +69,18 @@ def save_sharded(
         module_for=module_for,
     )
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    if strategy.is_global_zero:
+    partial = partial_directory(path)
+
+    def prepare() -> None:  # what a killed save left under the partial name goes first
+        check_save_target(path, directory=True)
+        make_parent(path)
         _remove(partial)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    strategy.barrier()
+
+    # Rank 0 prepares and renames; the broadcast in write_on_rank_zero orders the other
+    # processes after it, and makes every process raise when rank 0 cannot.
+    write_on_rank_zero(strategy, prepare)
     dcp.save(checkpoint, storage_writer=FileSystemWriter(partial))
-    if strategy.is_global_zero:
-        _replace(partial, path)
-    strategy.barrier()
+    write_on_rank_zero(strategy, lambda: replace_path(partial, path))
 
 
 class _CheckedLoadPlanner(DefaultLoadPlanner):
@@ -210,13 +216,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def _replace(source: Path, target: Path) -> None:
-    """Rename ``source`` over ``target`` (a file or a directory); the old target is removed afterwards."""
-    old = target.with_name(f".{target.name}.old")
-    _remove(old)
-    if target.exists() or target.is_symlink():
-        os.replace(target, old)
-    os.replace(source, target)
-    _remove(old)

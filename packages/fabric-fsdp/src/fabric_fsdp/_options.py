@@ -237,7 +237,17 @@ def resolve_module_policy(value: Any, argument: str) -> ModulePredicate | None:
     """
     if value is None:
         return None
-    classes = _module_classes(value)
+    accepted = (
+        "Pass a set of layer classes (e.g. {Block}), a callable module -> bool, or an FSDP1 policy such as "
+        "ModuleWrapPolicy({Block})."
+    )
+    if isinstance(value, nn.Module):
+        name = type(value).__name__
+        raise TypeError(
+            f"FSDPStrategy({argument}={name}(...)) is a module instance; a policy selects modules by class. "
+            f"Pass the class: {argument}={{{name}}}."
+        )
+    classes = _module_classes(value, argument)
     if classes is not None:
         return _InstanceOf(classes)
     lambda_fn = getattr(value, "_lambda_fn", None)
@@ -245,13 +255,11 @@ def resolve_module_policy(value: Any, argument: str) -> ModulePredicate | None:
         return _ModuleCallable(lambda_fn)
     if callable(value):
         if not _takes_fsdp1_arguments(value):
+            _check_takes_a_module(value, argument, accepted)
             return _ModuleCallable(value)
         _check_bound(value, argument)
         return _FSDP1Callable(value)
-    raise TypeError(
-        f"FSDPStrategy({argument}={value!r}) is not supported. Pass a set of layer classes (e.g. {{Block}}), "
-        "a callable module -> bool, or an FSDP1 policy such as ModuleWrapPolicy({Block})."
-    )
+    raise TypeError(f"FSDPStrategy({argument}={value!r}) is not supported. {accepted}")
 
 
 def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicate | bool | None:
@@ -274,7 +282,7 @@ def resolve_activation_checkpointing(layers: Any, policy: Any) -> ModulePredicat
     if layers is True:
         return True
     if layers is not None and layers is not False:
-        if _module_classes(layers) is None:
+        if _module_classes(layers, "activation_checkpointing") is None:
             raise TypeError(
                 f"FSDPStrategy(activation_checkpointing={layers!r}) must be True, False, a layer class or a list "
                 "of them; for a callable use activation_checkpointing_policy=."
@@ -373,15 +381,41 @@ class _FSDP1Callable:
         return bool(self.function(module=module, recurse=False, nonwrapped_numel=numel))
 
 
-def _module_classes(value: Any) -> tuple[type[nn.Module], ...] | None:
+def _module_classes(value: Any, argument: str) -> tuple[type[nn.Module], ...] | None:
     if isinstance(value, type) and issubclass(value, nn.Module):
         return (value,)
     classes = getattr(value, "_module_classes", value)  # FSDP1 ModuleWrapPolicy keeps its classes here
     if isinstance(classes, (set, frozenset, list, tuple)) and classes:
-        if all(isinstance(c, type) and issubclass(c, nn.Module) for c in classes):
+        wrong = [c for c in classes if not (isinstance(c, type) and issubclass(c, nn.Module))]
+        if not wrong:
             return tuple(classes)
-        raise TypeError(f"Expected nn.Module subclasses, got {sorted(map(repr, classes))}.")
+        raise TypeError(
+            f"FSDPStrategy({argument}=...) holds {', '.join(sorted(map(repr, wrong)))}, which "
+            f"{'is' if len(wrong) == 1 else 'are'} not nn.Module subclasses. List the layer classes themselves "
+            f"(e.g. {argument}={{nn.TransformerEncoderLayer}}), not their names or instances."
+        )
     return None
+
+
+def _check_takes_a_module(function: Callable[..., Any], argument: str, accepted: str) -> None:
+    """Refuse a callable that cannot be called as ``function(module)``: one positional parameter, the rest optional."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes_one = any(p.kind in (*positional, inspect.Parameter.VAR_POSITIONAL) for p in parameters)
+    required = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.kind in positional]
+    kw_required = [
+        p.name for p in parameters if p.default is p.empty and p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    if takes_one and len(required) <= 1 and not kw_required:
+        return
+    name = getattr(function, "__qualname__", repr(function))
+    raise TypeError(
+        f"FSDPStrategy({argument}={name}) takes ({', '.join(p.name for p in parameters)}), but it is called with "
+        f"one module: a callable module -> bool, or an FSDP1 policy (module, recurse, nonwrapped_numel). {accepted}"
+    )
 
 
 def _check_bound(function: Callable[..., Any], argument: str) -> None:

@@ -100,7 +100,8 @@ class FSDPStrategy(ShardedStrategy):
         precision_plugin: The precision plugin; ``Fabric(precision="bf16-mixed")`` gives
             :class:`~fabric_fsdp.FSDPPrecision`.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
-        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        timeout: How long collectives wait for the other processes (``None``: 5 minutes on
+            gloo, so a skipped collective surfaces quickly; torch's default otherwise).
         accelerator: The accelerator; set by ``Fabric`` when omitted.
         device_mesh: ``(replicate, shard)`` sizes for ``HYBRID_SHARD`` (default: nodes x
             processes per node), or a ready ``DeviceMesh``.

@@ -69,7 +69,8 @@ class ModelParallelStrategy(ShardedStrategy):
         parallel_devices: One device per process on this node; set by ``Fabric`` when omitted.
         cluster_environment: Where ranks come from; detected when omitted.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...
-        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        timeout: How long collectives wait for the other processes (``None``: 5 minutes on
+            gloo, so a skipped collective surfaces quickly; torch's default otherwise).
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
         precision: Lightning Fabric's name for ``precision_plugin``.
 

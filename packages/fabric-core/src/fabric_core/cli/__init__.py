@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = commands.add_parser("run", help=run_help, description=run_command.__doc__)
     run_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     run_command.add_arguments(run_parser)
-    checkpoint_help = "Work with checkpoints: consolidate a sharded checkpoint into one file."
+    checkpoint_help = "Work with checkpoints: inspect one, or convert it between full and sharded."
     checkpoint_parser = commands.add_parser("checkpoint", help=checkpoint_help, description=checkpoint_help)
     checkpoint_command.add_arguments(checkpoint_parser)
     for name, help_text in _LISTINGS.items():

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
-import tempfile
+import stat
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-__all__ = ["CheckpointIO", "TorchCheckpointIO"]
+from fabric_core.io import diagnose
+from fabric_core.io.atomic import atomic_file
+
+__all__ = ["CheckpointIO", "TorchCheckpointIO", "read_checkpoint_file"]
 
 
 class CheckpointIO(ABC):
@@ -45,10 +47,17 @@ class CheckpointIO(ABC):
 class TorchCheckpointIO(CheckpointIO):
     """Stores checkpoints with ``torch.save`` / ``torch.load``.
 
-    Saving writes to a temporary file in the target directory, flushes it to disk and
-    renames it over the target, so a crash or an error mid-write leaves the previous
-    checkpoint intact and never a half-written file. Loading uses ``weights_only=True``
-    unless told otherwise, which refuses to run code hidden in a pickle.
+    Saving writes to a temporary file in the target directory (``.<name>.fabric-<host>-<pid>-
+    <token>.tmp``, with the umask's permissions), flushes it to disk and renames it over the
+    target, so a crash, a kill or an error mid-write leaves the previous checkpoint intact
+    and never a half-written file under the target's name. The next save to the directory
+    removes what a killed save left (see :mod:`fabric_core.io.atomic`). Loading uses
+    ``weights_only=True`` unless told otherwise, which refuses to run code hidden in a pickle.
+
+    Every mistake gets one message that says what to do (see :mod:`fabric_core.io.diagnose`):
+    a read-only directory, a full disk, a directory or a file in the way, an object pickle
+    cannot store (named by its place in the state); a missing, empty, truncated, corrupted
+    or foreign file.
     """
 
     def save_checkpoint(
@@ -56,8 +65,16 @@ class TorchCheckpointIO(CheckpointIO):
     ) -> None:
         """Atomically write ``checkpoint`` to ``path``, creating parent directories.
 
+        A ``path`` that exists and is not a regular file (``/dev/null``, a FIFO) is written
+        in place: there is nothing to replace atomically.
+
         Raises:
-            TypeError: ``storage_options`` was given (this I/O has none).
+            TypeError: ``storage_options`` was given (this I/O has none), or the checkpoint
+                holds an object that pickle cannot store.
+            IsADirectoryError, NotADirectoryError: A directory is at ``path``, or a file is
+                where a parent directory should be.
+            PermissionError: The directory is read-only.
+            OSError: The disk is full (``errno.ENOSPC``).
         """
         if storage_options is not None:
             raise TypeError(
@@ -65,18 +82,25 @@ class TorchCheckpointIO(CheckpointIO):
                 "Pass a CheckpointIO that supports them in Fabric(plugins=[...])."
             )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        diagnose.check_save_target(path)
+        diagnose.make_parent(path)
         try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        _fsync_directory(path.parent)
+            if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+                with open(path, "wb") as file:
+                    self._write(checkpoint, file)
+            else:
+                with atomic_file(path) as temporary, open(temporary, "wb") as file:
+                    self._write(checkpoint, file)
+        except Exception as error:
+            clear = diagnose.save_error(error, path, checkpoint)
+            if clear is None:
+                raise
+            raise clear from error
+
+    def _write(self, checkpoint: dict[str, Any], file: IO[bytes]) -> None:
+        """Serialise ``checkpoint`` into the open ``file`` (``torch.save``)."""
+        torch.save(checkpoint, file)
+        file.flush()
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None
@@ -90,28 +114,12 @@ class TorchCheckpointIO(CheckpointIO):
                 only for checkpoints you trust.
 
         Raises:
-            FileNotFoundError: ``path`` does not exist.
-            ValueError: The file holds objects that ``weights_only`` loading refuses.
+            FileNotFoundError: ``path`` does not exist (the message says what exists).
+            IsADirectoryError: ``path`` is a directory (a sharded checkpoint, or none).
+            ValueError: The file is empty, truncated, corrupted or not a checkpoint, or holds
+                objects that ``weights_only`` loading refuses.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No checkpoint at '{path}'.")
-        if path.is_dir():
-            raise IsADirectoryError(
-                f"'{path}' is a directory, but this strategy reads single-file checkpoints. A directory is "
-                "a sharded (distributed) checkpoint: load it with the strategy that wrote it, or consolidate "
-                "it first with `fabric checkpoint consolidate`."
-            )
-        weights_only = True if weights_only is None else weights_only
-        try:
-            return torch.load(path, map_location=map_location, weights_only=weights_only)
-        except pickle.UnpicklingError as error:
-            if not weights_only:
-                raise
-            raise ValueError(
-                f"The checkpoint '{path}' holds objects that safe loading (weights_only=True) refuses: "
-                f"{str(error).splitlines()[0]} If you trust the file, load it with weights_only=False."
-            ) from error
+        return read_checkpoint_file(path, map_location, weights_only)
 
     def remove_checkpoint(self, path: str | Path) -> None:
         """Delete a checkpoint file or directory if it exists."""
@@ -122,14 +130,55 @@ class TorchCheckpointIO(CheckpointIO):
             path.unlink(missing_ok=True)
 
 
-def _fsync_directory(directory: Path) -> None:
+def read_checkpoint_file(
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    weights_only: bool | None = None,
+    mmap: bool = False,
+) -> Any:
+    """``torch.load`` of one checkpoint file, with one clear error for each way it can fail.
+
+    ``mmap=True`` maps the file instead of reading it (tensor bytes are read when used);
+    it needs the zip format of ``torch.save`` (since torch 1.6) and falls back to reading
+    older files. Errors as :meth:`TorchCheckpointIO.load_checkpoint`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise diagnose.missing_checkpoint(path)
+    if path.is_dir():
+        raise _directory_error(path)
+    safe = True if weights_only is None else weights_only
     try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        if path.stat().st_size == 0:
+            raise EOFError("empty file")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=safe, mmap=mmap)
+        except RuntimeError as error:
+            if not mmap or "mmap" not in str(error):
+                raise
+            return torch.load(path, map_location=map_location, weights_only=safe)
+    except Exception as error:
+        clear = diagnose.load_error(error, path, safe)
+        if clear is None:
+            raise
+        raise clear from error
+
+
+def _directory_error(path: Path) -> IsADirectoryError:
+    from fabric_core.io.detection import detect_format
+
+    found = detect_format(path)
+    if found is not None:
+        what = (
+            f"a sharded ({found}) checkpoint directory, and this strategy reads single-file checkpoints. "
+            "Load it with a sharded strategy, or convert it into one file first: "
+            f"`fabric checkpoint convert {path} {path}.pt --to full`"
+        )
+    elif not os.listdir(path):
+        what = "an empty directory: neither a checkpoint file nor a sharded checkpoint. Pass the path fabric.save() wrote"
+    else:
+        what = (
+            "a directory that holds no checkpoint fabric knows (no torch.distributed.checkpoint .metadata, no "
+            "DeepSpeed model states). Pass a checkpoint file inside it, or the directory fabric.save() wrote"
+        )
+    return IsADirectoryError(f"'{path}' is {what}.")

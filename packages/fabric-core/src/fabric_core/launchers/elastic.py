@@ -5,16 +5,23 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from fabric_core.launchers.agent import AgentSettings, WorkersFailedError, run_agent
+from fabric_core.launchers.agent import (
+    AgentSettings,
+    WorkersFailedError,
+    WorkersStoppedError,
+    fit_thread_pools,
+    run_agent,
+)
 from fabric_core.launchers.launcher import Launcher
 from fabric_core.launchers.worker_exit import install_worker_exit
 
 if TYPE_CHECKING:
     from fabric_core.strategies.parallel import ParallelStrategy
 
-__all__ = ["START_METHODS", "ElasticLauncher", "StartMethod", "is_interactive"]
+__all__ = ["START_METHODS", "ElasticLauncher", "StartMethod", "attempt_store", "is_interactive"]
 
 StartMethod = Literal["popen", "spawn", "fork"]
 START_METHODS: Final = ("popen", "spawn", "fork")
@@ -119,11 +126,32 @@ class ElasticLauncher(Launcher):
         command = [*sys.orig_argv[1:]]
         try:
             run_agent(self._settings(), sys.executable, command)
-        except WorkersFailedError as error:
+        except (WorkersFailedError, WorkersStoppedError) as error:
             print(f"fabric: {error}", file=sys.stderr, flush=True)
             sys.exit(error.exitcode)
         # The workers ran the whole script; this process only launched them.
         sys.exit(0)
+
+
+def attempt_store(address: str, port: int, world_size: int, timeout: timedelta | None) -> Any:
+    """Under the elastic agent, a store for the process group that only this attempt's workers use.
+
+    The static rendezvous (``fabric run``, the ``ddp`` launchers) keeps one agent store for
+    the whole job, restarts included, and torch's ``env://`` rendezvous no longer separates
+    the attempts: the workers of a restarted attempt could read the addresses the previous
+    attempt's processes published and fail with "Connection refused". This client of the
+    agent's store prefixes every key with the attempt (``TORCHELASTIC_RESTART_COUNT``), as
+    torch once did itself. Outside the agent's store it returns ``None`` (torch's default).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    client = dist.TCPStore(
+        address, port, world_size, is_master=False, timeout=timeout or timedelta(minutes=30)
+    )
+    return dist.PrefixStore(f"/worker/attempt_{attempt}", client)
 
 
 def is_interactive() -> bool:
@@ -138,6 +166,7 @@ def _run_worker(strategy: ParallelStrategy, function: Callable[..., Any], args: 
     from fabric_core.environments.torchelastic import TorchElasticEnvironment
 
     install_worker_exit()
+    fit_thread_pools()
     # The agent exported this worker's ranks; read them from there.
     strategy.cluster_environment = TorchElasticEnvironment()
     return function(*args, **kwargs)

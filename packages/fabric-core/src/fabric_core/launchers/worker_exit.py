@@ -21,14 +21,17 @@ Two problems are solved here, both only under PyTorch's elastic agent (``fabric 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
 import threading
+import time
+import traceback
 from types import TracebackType
 from typing import Any
 
-__all__ = ["destroy_process_group_at_exit", "install_worker_exit", "under_elastic_agent"]
+__all__ = ["destroy_process_group_at_exit", "install_worker_exit", "record_for_agent", "under_elastic_agent"]
 
 
 def under_elastic_agent() -> bool:
@@ -72,7 +75,7 @@ class _WorkerExit:
         def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
             self.status = 1
             if isinstance(value, Exception):
-                _record_for_agent(value)
+                record_for_agent(value)
             original_hook(kind, value, traceback)
 
         sys.exit = exit_with  # type: ignore[assignment]
@@ -97,12 +100,33 @@ class _WorkerExit:
         os._exit(self.status)
 
 
-def _record_for_agent(error: Exception) -> None:
-    try:
-        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+def record_for_agent(error: BaseException) -> None:
+    """Write ``error`` to the elastic agent's error file for this worker (nothing outside the agent).
 
-        ErrorHandler().record_exception(error)
-    except Exception:  # recording is best effort; the traceback is still printed
+    The format is torch's (``ErrorHandler.record_exception``): the agent reads the message
+    and time. Unlike torch's, the write is atomic. An error with an ``agent_info`` dict (e.g.
+    :class:`~fabric_core.utilities.collective_watch.CollectiveTimeoutError`, naming the ranks
+    to blame) adds it under ``extraInfo["fabric"]`` for the launcher's summary.
+    """
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    extra: dict[str, Any] = {
+        "py_callstack": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+        "timestamp": str(int(time.time())),
+    }
+    info = getattr(error, "agent_info", None)
+    if isinstance(info, dict):
+        extra["fabric"] = info
+    data = {"message": {"message": f"{type(error).__name__}: {error}", "extraInfo": extra}}
+    # Written aside, then renamed: the agent stops the other workers (SIGTERM) as soon as one
+    # fails and then parses their error files, and a half-written one crashes the agent.
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "w") as file:
+            json.dump(data, file)
+        os.replace(partial, path)
+    except (OSError, TypeError, ValueError):  # recording is best effort; the traceback is still printed
         pass
 
 

@@ -82,10 +82,9 @@ class DataParallelStrategy(Strategy):
     def load_module_state_dict(
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
-        """Load into the wrapped module."""
-        (module.module if isinstance(module, nn.DataParallel) else module).load_state_dict(
-            state_dict, strict=strict
-        )
+        """Load into the wrapped module, checked as the base class does."""
+        inner = module.module if isinstance(module, nn.DataParallel) else module
+        super().load_module_state_dict(inner, state_dict, strict=strict)
 
     def reduce(self, tensor: Any, group: Any | None = None, reduce_op: str | None = None) -> Any:
         """Average (``reduce_op="sum"``: sum) a tensor that DataParallel gathered from the replicas.

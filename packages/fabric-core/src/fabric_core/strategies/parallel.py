@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from abc import ABC
 from datetime import timedelta
@@ -13,20 +14,26 @@ import torch.distributed as dist
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
-from fabric_core.launchers.elastic import ElasticLauncher, StartMethod
+from fabric_core.launchers.elastic import ElasticLauncher, StartMethod, attempt_store
 from fabric_core.launchers.worker_exit import destroy_process_group_at_exit
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.strategy import Strategy
-from fabric_core.utilities import collectives
+from fabric_core.utilities import collective_watch, collectives
 from fabric_core.utilities.apply_func import as_tensor
 
 __all__ = ["DEFAULT_TIMEOUT", "ParallelStrategy"]
 
 _T = TypeVar("_T")
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-"""How long a collective waits for the other processes before failing."""
+DEFAULT_TIMEOUT = timedelta(minutes=5)
+"""How long a collective waits for the other processes on gloo (CPU) before failing.
+
+Short enough that a rank that skipped a collective is named within minutes, long enough for
+a rank that saves a checkpoint or evaluates while the others wait in a barrier. Other
+backends keep torch's own default (NCCL: 10 minutes). Pass ``timeout=`` to the strategy for
+more, e.g. when one rank does long work of its own between two collectives.
+"""
 
 
 class ParallelStrategy(Strategy, ABC):
@@ -44,7 +51,9 @@ class ParallelStrategy(Strategy, ABC):
         precision_plugin: The precision plugin.
         cluster_environment: Where ranks come from; detected when omitted.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
-        timeout: How long collectives wait for the other processes (``None``: 30 minutes).
+        timeout: How long collectives wait for the other processes before failing on every rank
+            with the ranks that did not arrive (``None``: :data:`DEFAULT_TIMEOUT`, 5 minutes, on
+            gloo; torch's default for other backends, 10 minutes for NCCL).
         start_method: How ``fabric.launch()`` starts the processes: ``"popen"`` re-runs the
             script, ``"spawn"`` and ``"fork"`` run ``fabric.launch(fn)``'s function (see
             :class:`~fabric_core.launchers.ElasticLauncher`).
@@ -73,8 +82,6 @@ class ParallelStrategy(Strategy, ABC):
             precision_plugin=precision_plugin,
             precision=precision,
         )
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
         self._parallel_devices = parallel_devices
         self._cluster_environment = cluster_environment
         self._process_group_backend = process_group_backend
@@ -207,12 +214,18 @@ class ParallelStrategy(Strategy, ABC):
             return
         os.environ["MASTER_ADDR"] = environment.main_address
         os.environ["MASTER_PORT"] = str(environment.main_port)
-        kwargs: dict[str, Any] = {"timeout": self._timeout} if self._timeout is not None else {}
-        dist.init_process_group(
-            self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
-        )
+        backend = self.process_group_backend
+        timeout = self._timeout
+        if timeout is None and backend.lower() == "gloo":
+            timeout = DEFAULT_TIMEOUT
+        kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        store = attempt_store(environment.main_address, environment.main_port, self.world_size, timeout)
+        if store is not None:
+            kwargs["store"] = store
+        dist.init_process_group(backend, rank=self.global_rank, world_size=self.world_size, **kwargs)
         self._owns_process_group = True
         destroy_process_group_at_exit()
+        collective_watch.start_watch()
 
     def teardown(self) -> None:
         """Destroy the process group this strategy formed, then release the other parts."""
@@ -268,7 +281,7 @@ class ParallelStrategy(Strategy, ABC):
     def barrier(self, name: str | None = None) -> None:
         """Wait for every process (``name`` is for debugging only)."""
         if collectives.is_distributed():
-            dist.barrier()
+            collectives.barrier()
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """True when every process (``all=True``) or any process (``all=False``) decided true."""
@@ -285,9 +298,38 @@ def _check_backend(backend: str | None, device_type: str) -> None:
         return
     if not isinstance(backend, str) or not backend:
         raise TypeError(f"process_group_backend={backend!r} must be a backend name such as 'gloo' or 'nccl'.")
+    _check_backend_names(backend)
     if backend.lower() == "nccl" and (device_type != "cuda" or not dist.is_nccl_available()):
         where = f"accelerator='{device_type}'" if device_type != "cuda" else "a torch built without NCCL"
         raise ValueError(
             f"process_group_backend='nccl' needs NVIDIA GPUs (CUDA) and a torch built with NCCL, but this run uses "
             f"{where}. On a CPU use process_group_backend='gloo', or leave it unset to get the device's default."
         )
+
+
+_BUILT_WITH = {"gloo": "is_gloo_available", "nccl": "is_nccl_available", "mpi": "is_mpi_available",
+               "ucc": "is_ucc_available", "xccl": "is_xccl_available"}  # fmt: skip
+
+
+def _check_backend_names(backend: str) -> None:
+    """Refuse a backend torch.distributed does not know (``"glo"``) or this torch was built without (``"mpi"``).
+
+    ``backend`` may name one backend per device type, as ``"cpu:gloo,cuda:nccl"``. Backends
+    registered with ``torch.distributed.Backend.register_backend`` are known too.
+    """
+    known = [name for name in dist.Backend.backend_list if name != "undefined"]
+    for part in backend.lower().split(","):
+        name = part.rpartition(":")[2].strip()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"process_group_backend={backend!r}: {name!r} is not a torch.distributed backend; use one of "
+                f"{', '.join(map(repr, known))}, or leave it unset to get the device's default.{hint}"
+            )
+        probe = getattr(dist, _BUILT_WITH.get(name, ""), None)
+        if probe is not None and name != "nccl" and not probe():
+            raise ValueError(
+                f"process_group_backend={backend!r}: this torch was built without the {name!r} backend. Use 'gloo' "
+                "on CPUs and 'nccl' on NVIDIA GPUs, or leave it unset to get the device's default."
+            )

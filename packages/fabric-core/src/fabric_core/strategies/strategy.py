@@ -18,7 +18,12 @@ from fabric_core.launchers.launcher import Launcher
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.utilities.apply_func import as_tensor, move_to_device
-from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
+from fabric_core.utilities.checkpoint import (
+    apply_checkpoint,
+    collect_state,
+    module_mismatch,
+    write_on_rank_zero,
+)
 from fabric_core.utilities.init import SkipParameterInit
 
 __all__ = ["Strategy"]
@@ -376,7 +381,15 @@ class Strategy:
     def load_module_state_dict(
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
-        """Load a full state dict into a module returned by :meth:`setup_module`."""
+        """Load a full state dict into a module returned by :meth:`setup_module`.
+
+        Keys (with ``strict``) and shapes are checked first, so a state dict that does not
+        fit raises :class:`~fabric_core.utilities.checkpoint.StateDictMismatchError` and
+        leaves the module unchanged.
+        """
+        mismatch = module_mismatch(module, state_dict, strict)
+        if mismatch is not None:
+            raise mismatch
         module.load_state_dict(state_dict, strict=strict)
 
     def save_checkpoint(
@@ -397,10 +410,14 @@ class Strategy:
             storage_options: Passed to the checkpoint I/O.
             filter: For a name in ``state``, a predicate ``(key, value) -> bool`` that keeps
                 only some entries of that object's state dict.
+
+        Every process must call it: when rank 0 fails to write, every process raises.
         """
         checkpoint = collect_state(state, self, filter)
-        if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(checkpoint, path, storage_options=storage_options)
+        write_on_rank_zero(
+            self,
+            lambda: self.checkpoint_io.save_checkpoint(checkpoint, path, storage_options=storage_options),
+        )
 
     def load_checkpoint(
         self,

@@ -8,6 +8,7 @@ the other ranks instead of waiting forever in a collective.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -58,6 +59,21 @@ class _Recorder:
         with open(temporary, "w") as file:
             json.dump(self.data, file)
         os.replace(temporary, self._path)
+
+
+_BACKSTOP_MARGIN = 30.0
+"""Seconds after the watchdog's deadline that :func:`_arm_backstop` ends the process."""
+
+
+def _arm_backstop(timeout: float) -> None:
+    """(Re)start faulthandler's timer: past ``timeout`` plus a margin, dump every thread's stack and exit.
+
+    The watchdog is a Python thread: a main thread stuck in C code that holds the GIL
+    (or a deadlock the fork inherited) stops it, and the rank then hangs until the test
+    runner's limit. faulthandler's timer is a C thread that needs no GIL, so the rank
+    still ends, with its stacks on stderr. Each call replaces the previous timer.
+    """
+    faulthandler.dump_traceback_later(timeout + _BACKSTOP_MARGIN, exit=True)
 
 
 class _Watchdog(threading.Thread):
@@ -126,6 +142,7 @@ def run_checks(fabric: Fabric, plan: Plan) -> None:
         recorder.record(name, "running")
         if watchdog is not None:
             watchdog.arm(name)
+            _arm_backstop(plan.timeout)
         start = time.perf_counter()
         try:
             observations = CHECKS[name].run(fabric, plan) or {}
@@ -153,8 +170,12 @@ def agent_main(runs: list[tuple[StrategySpec, Plan]]) -> None:
     """
     import torch.distributed as dist
 
+    from fabric_core.launchers.agent import fit_thread_pools
+
+    fit_thread_pools()
     agent_port = int(os.environ.get("MASTER_PORT", "0"))
     for index, (spec, plan) in enumerate(runs):
+        _arm_backstop(plan.timeout)  # forming the process group is outside any check
         if index:
             _fresh_rendezvous(agent_port, index)
         try:
@@ -169,6 +190,7 @@ def agent_main(runs: list[tuple[StrategySpec, Plan]]) -> None:
         fabric.launch(run_checks, plan)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _fresh_rendezvous(agent_port: int, index: int) -> None:

@@ -1,13 +1,16 @@
 """Small helpers shared by fabric-core and the plugins.
 
 The names Lightning Fabric's ``lightning.fabric.utilities`` offers are importable from
-here, each loaded on first access.
+here, each loaded on first access, as are fabric's own :class:`CheckpointManager` and
+:class:`Preemption`.
 """
 
 from fabric_core.lazy import lazy_exports
 
 __all__ = [
+    "CheckpointManager",
     "DistributedSamplerWrapper",
+    "Preemption",
     "Throughput",
     "ThroughputMonitor",
     "convert_to_tensors",
@@ -27,7 +30,9 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "CheckpointManager": "fabric_core.utilities.checkpoint_manager",
         "DistributedSamplerWrapper": "fabric_core.utilities.data",
+        "Preemption": "fabric_core.utilities.preemption",
         "Throughput": "fabric_core.utilities.throughput",
         "ThroughputMonitor": "fabric_core.utilities.throughput",
         "convert_to_tensors": "fabric_core.utilities.apply_func",
