@@ -622,6 +622,9 @@ MISTAKES = [
         ("process_group_backend='nccl'", "'gloo'"),
     ),
     Mistake(
+        "fsdp-async-save-text", _fsdp_with(async_save="yes"), TypeError, ("async_save='yes'", "True or False")
+    ),
+    Mistake(
         "fsdp-auto-wrap-number",
         _fsdp_with(auto_wrap_policy=5),
         TypeError,

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SCRIPTS
-from fsdp_checkpoint import STEPS, batch
+from fsdp_checkpoint import STEPS, batch, continue_run
 from fsdp_common import model, optimizer, run_script
 from torch import nn
 
+from fabric_core import Fabric
 from fabric_core.cli import main as fabric_cli
+from fabric_core.io.manifest import read_manifest
 from fabric_fsdp import optimizer_state_to_torch
 
 SCRIPT = str(SCRIPTS / "fsdp_checkpoint.py")
@@ -47,7 +49,7 @@ def continue_plainly(net: nn.Module, opt: torch.optim.Optimizer) -> dict[str, fl
 
 def test_sharded_checkpoint_is_a_dcp_directory_with_one_file_per_rank(saved):
     files = sorted(p.name for p in (saved / "sharded").iterdir())
-    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp", "fabric-manifest.json"]
     assert not any(p.name.startswith(".sharded") for p in saved.iterdir()), "temporary directory left behind"
 
 
@@ -63,6 +65,14 @@ def test_sharded_save_with_two_ranks_resumes_in_one_process_at_the_uninterrupted
     assert resumed["next_loss"] == expected["next_loss"]
     # after one more step: one process sums the batch's gradient in another order than two
     assert resumed["loss_after_step"] == pytest.approx(expected["loss_after_step"], rel=0, abs=1e-6)
+
+
+def test_asynchronous_saves_hold_the_values_of_the_moment_they_were_made(saved):
+    assert results(saved)["async"] == {"async-1": True, "async-2": True}
+    assert not any(p.name.startswith(".async") for p in saved.iterdir()), (
+        "a partial directory was left behind"
+    )
+    assert (saved / "async-2" / "fabric-manifest.json").is_file()
 
 
 def test_full_file_round_trip_inside_fsdp_continues_exactly(saved):
@@ -97,3 +107,35 @@ def test_consolidated_dcp_checkpoint_loads_into_a_plain_model(saved, tmp_path):
     result = continue_plainly(net, opt)
     assert result["next_loss"] == pytest.approx(uninterrupted(saved)["next_loss"], abs=1e-6)
     assert result["loss_after_step"] == pytest.approx(uninterrupted(saved)["loss_after_step"], abs=1e-6)
+
+
+def test_sharded_checkpoint_has_a_manifest_naming_its_writer(saved):
+    manifest = read_manifest(saved / "sharded")
+    assert manifest is not None
+    assert (manifest.format, manifest.strategy, manifest.world_size) == ("dcp", "FSDPStrategy", 2)
+    assert manifest.mesh == {"shard": 2}
+    assert "saved by FSDPStrategy on 2 processes" in manifest.describe()
+
+
+@pytest.fixture(scope="module")
+def crossed(saved: Path) -> dict[str, dict[str, float]]:
+    """The sharded directory resumed on one device (no fsdp), then both at 4 processes."""
+    fabric = Fabric(accelerator="cpu", devices=1)
+    net = model()
+    net, opt = fabric.setup(net, optimizer(net.parameters()))
+    state = {"model": net, "optimizer": opt, "step": 0}
+    remainder = fabric.load(saved / "sharded", state)
+    assert state["step"] == STEPS and remainder["extra"]["note"] == "hello"
+    fabric.save(saved / "single.pt", state)
+    results = {"single_from_sharded": continue_run(fabric, net, opt)}
+    run_script(SCRIPT, "cross", str(saved))
+    return {**results, **json.loads((saved / "four_ranks.json").read_text())}
+
+
+@pytest.mark.parametrize("resumed", ["single_from_sharded", "ddp_from_sharded", "fsdp_from_single_file"])
+def test_checkpoints_cross_strategies_and_world_sizes_at_the_uninterrupted_loss(crossed, saved, resumed):
+    """fsdp at 2 ranks -> one device without fsdp -> fsdp at 4 ranks; fsdp at 2 -> ddp at 4."""
+    expected = uninterrupted(saved)
+    assert crossed[resumed]["next_loss"] == expected["next_loss"]  # the same weights, exactly
+    # Adam's moments came along: the step after resuming lands where the uninterrupted one does
+    assert crossed[resumed]["loss_after_step"] == pytest.approx(expected["loss_after_step"], rel=0, abs=1e-6)

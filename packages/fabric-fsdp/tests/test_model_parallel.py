@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import SCRIPTS
 from fsdp_common import run_script
-from tp_train import STEPS, make, reference
+from tp_train import LR, STEPS, make, reference, reference_run
 
+from fabric_core import Fabric
 from fabric_core.cli import main as fabric_cli
 
 
@@ -36,3 +37,21 @@ def test_model_parallel_matches_one_process(tmp_path, devices, data_parallel, ex
     plain.load_state_dict(checkpoint["model"])
     for name, value in plain.state_dict().items():
         torch.testing.assert_close(value, trained[name], rtol=0, atol=0, msg=name)
+
+    # ... and loads on one device without any sharding: weights and Adam's moments as one process has them
+    fabric = Fabric(accelerator="cpu", devices=1)
+    net = make()
+    net, opt = fabric.setup(net, torch.optim.Adam(net.parameters(), lr=LR))
+    state = {"model": net, "optimizer": opt, "steps": 0}
+    fabric.load(tmp_path / "checkpoint", state)
+    assert state["steps"] == STEPS
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=0, msg=name)
+    _, expected_opt = reference_run()
+    loaded, wanted = opt.state_dict()["state"], expected_opt.state_dict()["state"]
+    assert loaded.keys() == wanted.keys()
+    for index, moments in wanted.items():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(
+                loaded[index][key], moments[key], rtol=0, atol=1e-5, msg=f"{index}.{key}"
+            )

@@ -408,7 +408,8 @@ def test_optimizer_state_to_torch_numbers_parameters_in_group_order():
 
 
 def test_a_directory_that_is_not_a_dcp_checkpoint_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"without a \.metadata file"):
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(IsADirectoryError, match=r"holds no checkpoint fabric knows"):
         load_checkpoint(None, tmp_path, {}, True, None, lambda o, s: nn.Linear(1, 1))  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         load_checkpoint(None, tmp_path / "missing", {}, True, None, lambda o, s: nn.Linear(1, 1))  # type: ignore[arg-type]
@@ -424,7 +425,7 @@ class Opaque:
 def test_pickled_entries_of_a_dcp_checkpoint_are_loaded_safely_unless_trusted(tmp_path):
     import torch.distributed.checkpoint as dcp
 
-    from fabric_fsdp._dcp import load_sharded
+    from fabric_core.io.dcp import load_sharded
 
     dcp.save({"step": 3, "numbers": [1, 2], "opaque": Opaque(7)}, checkpoint_id=tmp_path, no_dist=True)
     state = {"step": 0}

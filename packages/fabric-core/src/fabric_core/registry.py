@@ -445,9 +445,12 @@ class Registry:
         message = (
             f"Unknown {self.kind} '{name}'. Available {self.plural}: {', '.join(available) or '(none)'}."
         )
-        close = difflib.get_close_matches(name, [*available, *self._hints], n=3)
+        close = [
+            repr(option)
+            for option in difflib.get_close_matches(name, [*dict.fromkeys([*available, *self._hints])], n=3)
+        ]
         if close:
-            message += f" Did you mean {' or '.join(repr(option) for option in close)}?"
+            message += f" Did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}?"
         return UnknownNameError(message)
 
 

@@ -3,7 +3,7 @@
 The layouts are described in :mod:`fabric_fsdp.checkpoint`. Model and optimizer state go
 through ``torch.distributed.checkpoint.state_dict`` (``get_*_state_dict`` /
 ``set_*_state_dict``), which knows how DTensor shards map to full tensors; everything else
-is stored as it is. :mod:`fabric_fsdp._dcp` writes and reads sharded directories,
+is stored as it is. :mod:`fabric_core.io.dcp` writes and reads sharded directories (for every strategy),
 :mod:`fabric_fsdp._full` single files.
 """
 
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 from torch.optim import Optimizer
 
-from fabric_core.io import diagnose
-from fabric_fsdp._dcp import is_dcp_checkpoint, load_sharded, save_sharded
+from fabric_core.io.dcp import save_sharded
+from fabric_core.io.interchange import load_checkpoint_anywhere
+from fabric_core.io.optimizer_state import ModuleFinder
 from fabric_fsdp._full import load_full, load_full_module, save_full
-from fabric_fsdp._state import ModuleFinder
 
 if TYPE_CHECKING:
     from fabric_core.strategies.parallel import ParallelStrategy
@@ -34,22 +34,18 @@ def load_checkpoint(
     weights_only: bool | None,
     module_for: ModuleFinder,
 ) -> dict[str, Any]:
-    """Restore ``state`` in place from a DCP directory or a full file; return the entries not restored.
+    """Restore ``state`` in place from a DCP directory, a full file or another format's directory.
+
+    See :func:`fabric_core.io.interchange.load_checkpoint_anywhere`; single files are read
+    whole by every process, which keeps its shards.
 
     Raises:
         FileNotFoundError: Nothing is at ``path``.
-        ValueError: ``path`` is a directory but not a DCP checkpoint.
+        IsADirectoryError: ``path`` is a directory of no known checkpoint format.
         KeyError: ``strict`` and ``state`` names an entry the checkpoint lacks.
     """
-    path = Path(path)
-    if not path.exists():
-        raise diagnose.missing_checkpoint(path)
-    safe = True if weights_only is None else weights_only
-    if is_dcp_checkpoint(path):
-        return load_sharded(path, state, strict, safe, module_for)
-    if path.is_dir():
-        raise ValueError(
-            f"'{path}' is a directory without a .metadata file, so it is not a torch.distributed.checkpoint "
-            "directory. Pass the directory fabric.save() wrote, or a single checkpoint file."
-        )
-    return load_full(strategy, path, state, strict, weights_only, module_for)
+
+    def load_file(file: Path, state: Any, strict: bool, weights_only: bool | None) -> dict[str, Any]:
+        return load_full(strategy, file, state, strict, weights_only, module_for)
+
+    return load_checkpoint_anywhere(path, state, strict, weights_only, module_for, load_file)

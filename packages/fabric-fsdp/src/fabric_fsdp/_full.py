@@ -20,8 +20,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.optim import Optimizer
 
-from fabric_fsdp._state import Filter, ModuleFinder, apply_state, collect_state
-from fabric_fsdp.checkpoint import optimizer_state_to_torch
+from fabric_core.io.optimizer_state import (
+    Filter,
+    ModuleFinder,
+    apply_state,
+    collect_state,
+    named_optimizer_state,
+    optimizer_state_to_torch,
+)
 
 if TYPE_CHECKING:
     from fabric_core.strategies.parallel import ParallelStrategy
@@ -77,26 +83,5 @@ def load_full_module(module: nn.Module, state_dict: dict[str, Any], strict: bool
 
 
 def _load_full_optimizer(module: nn.Module, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
-    named = _named_optimizer_state(state_dict, module, optimizer)
+    named = named_optimizer_state(state_dict, module, optimizer)
     set_optimizer_state_dict(module, optimizer, named, options=StateDictOptions(full_state_dict=True))
-
-
-def _named_optimizer_state(
-    state_dict: dict[str, Any], module: nn.Module, optimizer: Optimizer
-) -> dict[str, Any]:
-    """Key an index-keyed optimizer state dict by the names of this optimizer's parameters."""
-    groups = state_dict.get("param_groups", [])
-    if not groups or not groups[0]["params"] or isinstance(groups[0]["params"][0], str):
-        return state_dict
-    names = {id(p): name for name, p in module.named_parameters()}
-    ordered = [names.get(id(p)) for group in optimizer.param_groups for p in group["params"]]
-    saved = sum(len(group["params"]) for group in groups)
-    if saved != len(ordered) or None in ordered:
-        raise ValueError(
-            f"The checkpoint's optimizer state covers {saved} parameters, but this optimizer trains "
-            f"{len(ordered)} parameters of {type(module).__name__}. Load it into an optimizer built the same way."
-        )
-    return {
-        "state": {ordered[index]: value for index, value in state_dict.get("state", {}).items()},
-        "param_groups": [{**group, "params": [ordered[i] for i in group["params"]]} for group in groups],
-    }

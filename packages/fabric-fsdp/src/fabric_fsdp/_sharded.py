@@ -23,6 +23,8 @@ from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 from torch.utils.weak import WeakIdKeyDictionary
 
+from fabric_core.io.dcp import AsyncSaver
+from fabric_core.io.optimizer_state import module_in_state
 from fabric_core.strategies.parallel import ParallelStrategy
 from fabric_core.utilities.optimizer import ParameterSlots
 from fabric_fsdp import _checkpoint, _clip
@@ -39,8 +41,11 @@ class ShardedStrategy(ParallelStrategy, ABC):
 
     _sharded_checkpoints: bool = True
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, async_save: bool = False, **kwargs: Any) -> None:
+        if not isinstance(async_save, bool):
+            raise TypeError(f"{type(self).__name__}(async_save={async_save!r}) must be True or False.")
         super().__init__(**kwargs)
+        self._async_saver = AsyncSaver() if async_save else None
         self._replacements = WeakIdKeyDictionary()
         self._modules: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
@@ -203,8 +208,28 @@ class ShardedStrategy(ParallelStrategy, ABC):
         """
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
-        save = _checkpoint.save_sharded if self._sharded_checkpoints else _checkpoint.save_full
-        save(self, path, state, filter, self._module_for)
+        if not self._sharded_checkpoints:
+            _checkpoint.save_full(self, path, state, filter, self._module_for)
+        elif self._async_saver is not None:
+            self._async_saver.save(self, path, state, filter, self._module_for)
+        else:
+            _checkpoint.save_sharded(self, path, state, filter, self._module_for)
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until the asynchronous save in flight (``async_save=True``) is complete; a no-op otherwise.
+
+        ``fabric.load`` and :meth:`teardown` call it; call it yourself before reading a
+        checkpoint with something other than fabric.
+        """
+        if self._async_saver is not None:
+            self._async_saver.wait()
+            self.barrier()  # rank 0 has given the directory its name
+
+    def teardown(self) -> None:
+        """Finish the save in flight, then release what the strategy holds."""
+        if self._async_saver is not None:
+            self._async_saver.wait()
+        super().teardown()
 
     def load_checkpoint(
         self,
@@ -219,6 +244,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
         slices of its own shards); a single file is read whole by every process, which then
         keeps its shards. Entries not named in ``state`` are returned with full tensors.
         """
+        self.wait_for_checkpoint()
         # After a forward without backward, gathered parameters may still be registered.
         for value in state.values() if isinstance(state, dict) else [state]:
             if isinstance(value, nn.Module):
@@ -226,17 +252,9 @@ class ShardedStrategy(ParallelStrategy, ABC):
         return _checkpoint.load_checkpoint(self, path, state, strict, weights_only, self._module_for)
 
     def _module_for(self, optimizer: Optimizer, state: dict[str, Any]) -> nn.Module:
-        params = {id(p) for p in _parameters(optimizer)}
-        candidates = [obj for obj in state.values() if isinstance(obj, nn.Module)] + list(self._modules)
-        for module in candidates:
+        for module in [obj for obj in state.values() if isinstance(obj, nn.Module)] + list(self._modules):
             _reshard(module)  # after a forward without backward, gathered parameters may still be registered
-            if params <= {id(p) for p in module.parameters()}:
-                return module
-        raise TypeError(
-            f"Saving or loading {type(optimizer).__name__} needs the model whose parameters it trains, and no model "
-            "in the state (or set up by this strategy) holds all of them. Put the model in the same state: "
-            "{'model': model, 'optimizer': optimizer}."
-        )
+        return module_in_state(optimizer, state, self._modules)
 
 
 def _parameters(optimizer: Optimizer) -> list[torch.Tensor]:

@@ -24,43 +24,6 @@ dicts with full tensors. Plain ``torch.load`` reads it.
 
 from __future__ import annotations
 
-from typing import Any
+from fabric_core.io.optimizer_state import optimizer_state_to_torch
 
 __all__ = ["optimizer_state_to_torch"]
-
-
-def optimizer_state_to_torch(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """Turn a name-keyed optimizer state dict into the index-keyed form of ``Optimizer.state_dict()``.
-
-    Parameters are numbered in the order the parameter groups list them, which is how
-    ``torch.optim.Optimizer`` numbers its parameters: load the result into an optimizer
-    built over the same parameters in the same order (``model.parameters()``). A state
-    dict that is index-keyed already is returned unchanged.
-
-    Example::
-
-        out = torch.load("consolidated.pt")
-        model.load_state_dict(out["model"])
-        optimizer = torch.optim.AdamW(model.parameters())
-        optimizer.load_state_dict(optimizer_state_to_torch(out["optimizer"]))
-
-    Raises:
-        ValueError: The dict has no ``param_groups`` list.
-    """
-    groups = state_dict.get("param_groups")
-    if not isinstance(groups, list):
-        raise ValueError(
-            "This is not an optimizer state dict: it has no 'param_groups' list. Pass the optimizer entry of a "
-            "checkpoint, e.g. out['optimizer']."
-        )
-    index: dict[Any, int] = {}
-    converted_groups = []
-    for group in groups:
-        params = list(group["params"])
-        if params and not isinstance(params[0], str):
-            return state_dict
-        for name in params:
-            index.setdefault(name, len(index))
-        converted_groups.append({**group, "params": [index[name] for name in params]})
-    state = {index[name]: value for name, value in state_dict.get("state", {}).items() if name in index}
-    return {"state": state, "param_groups": converted_groups}

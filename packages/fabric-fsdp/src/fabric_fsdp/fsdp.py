@@ -107,6 +107,12 @@ class FSDPStrategy(ShardedStrategy):
             processes per node), or a ready ``DeviceMesh``.
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
         precision: Lightning Fabric's name for ``precision_plugin``.
+        async_save: Write sharded checkpoints in the background (DCP's ``async_save``):
+            ``fabric.save`` returns once this process's shards are copied to CPU memory,
+            and the step loop goes on while they are written. The next save waits for the
+            one in flight; ``fabric.load`` and teardown wait too. Costs one more copy of
+            the shards in CPU memory while a save is in flight. Full files are always
+            written at once.
         **kwargs: Passed to every ``fully_shard`` call: ``reshard_after_forward`` (wins over
             the sharding strategy's value for the wrapped modules), ``shard_placement_fn``,
             ``ignored_params``, ...; ``mesh``, ``mp_policy`` and ``offload_policy`` are other
@@ -143,6 +149,7 @@ class FSDPStrategy(ShardedStrategy):
         device_mesh: tuple[int, int] | DeviceMesh | None = None,
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
+        async_save: bool = False,
         **kwargs: Any,
     ) -> None:
         _options.check_compatibility_arguments(
@@ -182,6 +189,7 @@ class FSDPStrategy(ShardedStrategy):
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method=start_method,
+            async_save=async_save,
         )
 
     @classmethod

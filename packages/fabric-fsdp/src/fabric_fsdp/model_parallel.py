@@ -73,6 +73,8 @@ class ModelParallelStrategy(ShardedStrategy):
             gloo, so a skipped collective surfaces quickly; torch's default otherwise).
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
         precision: Lightning Fabric's name for ``precision_plugin``.
+        async_save: Write sharded checkpoints in the background, as
+            :class:`~fabric_fsdp.FSDPStrategy` does with ``async_save=True``.
 
     Everything after ``precision_plugin`` is keyword-only (the seed's order).
 
@@ -98,6 +100,7 @@ class ModelParallelStrategy(ShardedStrategy):
         timeout: timedelta | None = None,
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
+        async_save: bool = False,
     ) -> None:
         if accelerator is not None and not isinstance(accelerator, Accelerator) and callable(accelerator):
             raise TypeError(
@@ -131,6 +134,7 @@ class ModelParallelStrategy(ShardedStrategy):
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method=start_method,
+            async_save=async_save,
         )
 
     def configure(self, config: StrategyConfig) -> None:

@@ -3,12 +3,15 @@
 Usage:
     python fsdp_checkpoint.py save OUT_DIR      (2 processes)
     python fsdp_checkpoint.py resume OUT_DIR    (1 process, from OUT_DIR/sharded)
+    python fsdp_checkpoint.py cross OUT_DIR     (4 processes: other strategies, other sizes)
 
 ``save`` trains STEPS steps and writes OUT_DIR/sharded (DCP). A second model, built on the
 meta device and sharded differently, loads it (2 ranks -> 2 ranks) and writes it as the full
 file OUT_DIR/full.pt, which a third model loads. Then all three take the next step, and
 their losses go to OUT_DIR/two_ranks.json. ``resume`` restores OUT_DIR/sharded in a single
-process, takes the same step and writes OUT_DIR/one_rank.json.
+process, takes the same step and writes OUT_DIR/one_rank.json. ``cross`` restores, at 4
+processes, OUT_DIR/sharded under ``ddp`` and OUT_DIR/single.pt (written by a single-device
+run) under ``fsdp``, and writes OUT_DIR/four_ranks.json.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fsdp_common import Block, full_state, model, optimizer, write_json
 
 from fabric_core import Fabric
+from fabric_ddp import DDPStrategy
 from fabric_fsdp import FSDPStrategy
 
 STEPS = 3
@@ -95,14 +99,33 @@ def save(fabric: Fabric, out_dir: Path) -> None:
     full.load_raw(out_dir / "plain_state_dict.pt", fourth)
     assert all(torch.equal(value, saved[key]) for key, value in full_state(fourth).items())
 
-    results = {
+    results: dict[str, Any] = {
         "uninterrupted": continue_run(fabric, net, opt),
         "sharded_two_ranks": continue_run(full, twin, twin_opt),
         "full_file_two_ranks": continue_run(full, third, third_opt),
     }
+    results["async"] = save_in_background(fabric, net, opt, out_dir)
     if fabric.is_global_zero:
         torch.save(saved, out_dir / "saved_params.pt")
         write_json(out_dir / "two_ranks.json", results)
+
+
+def save_in_background(
+    fabric: Fabric, net: nn.Module, opt: torch.optim.Optimizer, out_dir: Path
+) -> dict[str, bool]:
+    """Two asynchronous saves with a training step between them: each holds the values of its own moment."""
+    saver = Fabric(accelerator="cpu", devices=2, strategy=FSDPStrategy(async_save=True))
+    first = full_state(net)
+    saver.save(out_dir / "async-1", {"model": net, "optimizer": opt})
+    train_step(fabric, net, opt, STEPS + 1)  # goes on while the shards are written
+    second = full_state(net)
+    saver.save(out_dir / "async-2", {"model": net, "optimizer": opt})  # waits for the first
+    restored = {}
+    for name, expected in (("async-1", first), ("async-2", second)):
+        twin, twin_opt = setup_on_meta(saver)
+        saver.load(out_dir / name, {"model": twin, "optimizer": twin_opt})  # waits for the second
+        restored[name] = all(torch.equal(value, expected[key]) for key, value in full_state(twin).items())
+    return restored
 
 
 def setup_on_meta(fabric: Fabric) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -120,9 +143,31 @@ def resume(out_dir: Path) -> None:
     write_json(out_dir / "one_rank.json", continue_run(fabric, net, opt))
 
 
+def cross(fabric: Fabric, out_dir: Path) -> None:
+    """At 4 processes: ddp from the 2-process fsdp directory, fsdp from the single-device file."""
+    results = {}
+    results["ddp_from_sharded"] = _resume_under(fabric, out_dir / "sharded")
+    sharded = Fabric(accelerator="cpu", devices=4, strategy=FSDPStrategy(auto_wrap_policy={Block}))
+    results["fsdp_from_single_file"] = _resume_under(sharded, out_dir / "single.pt")
+    if fabric.is_global_zero:
+        write_json(out_dir / "four_ranks.json", results)
+
+
+def _resume_under(fabric: Fabric, path: Path) -> dict[str, float]:
+    net = model()
+    net, opt = fabric.setup(net, optimizer(net.parameters()))
+    state: dict[str, Any] = {"model": net, "optimizer": opt, "step": 0}
+    fabric.load(path, state)
+    assert state["step"] == STEPS, state
+    return continue_run(fabric, net, opt)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "save":
         strategy = FSDPStrategy(auto_wrap_policy={Block}, start_method="fork")
         Fabric(accelerator="cpu", devices=2, strategy=strategy).launch(save, Path(sys.argv[2]))
+    elif sys.argv[1] == "cross":
+        strategy = DDPStrategy(start_method="fork")
+        Fabric(accelerator="cpu", devices=4, strategy=strategy).launch(cross, Path(sys.argv[2]))
     else:
         resume(Path(sys.argv[2]))

@@ -62,7 +62,8 @@ def parallelize(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     return model
 
 
-def reference() -> dict[str, torch.Tensor]:
+def reference_run() -> tuple[MLP, torch.optim.Adam]:
+    """The model and optimizer after training in one process, without fabric."""
     net = make()
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     for x, y in DataLoader(data(), batch_size=GLOBAL_BATCH):
@@ -70,7 +71,11 @@ def reference() -> dict[str, torch.Tensor]:
         torch.nn.utils.clip_grad_norm_(net.parameters(), MAX_NORM)
         opt.step()
         opt.zero_grad()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return net, opt
+
+
+def reference() -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in reference_run()[0].state_dict().items()}
 
 
 def main(fabric: Fabric, out_dir: Path, devices: int, data_parallel: int, meta: bool) -> None:

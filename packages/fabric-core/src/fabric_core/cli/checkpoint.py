@@ -143,6 +143,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from fabric_core._registries import CHECKPOINT_FORMAT_REGISTRY
     from fabric_core.io.diagnose import damage
+    from fabric_core.io.manifest import read_manifest
     from fabric_core.io.summary import describe_file
 
     path: Path = args.path
@@ -152,6 +153,14 @@ def _inspect(args: argparse.Namespace) -> int:
         summary = replace(
             summary, format=name, description=CHECKPOINT_FORMAT_REGISTRY.entry(name).description
         )
+        manifest = read_manifest(path)
+        if manifest is not None:  # what the writer recorded beats what the layout suggests
+            summary = replace(
+                summary,
+                strategy=manifest.strategy,
+                world_size=manifest.world_size,
+                notes=(*summary.notes, f"manifest: {manifest.describe()}"),
+            )
     else:
         summary = describe_file(path)
         if args.verify:

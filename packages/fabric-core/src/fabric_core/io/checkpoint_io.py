@@ -146,7 +146,7 @@ def read_checkpoint_file(
     if not path.exists():
         raise diagnose.missing_checkpoint(path)
     if path.is_dir():
-        raise _directory_error(path)
+        raise diagnose.directory_error(path)
     safe = True if weights_only is None else weights_only
     try:
         if path.stat().st_size == 0:
@@ -162,23 +162,3 @@ def read_checkpoint_file(
         if clear is None:
             raise
         raise clear from error
-
-
-def _directory_error(path: Path) -> IsADirectoryError:
-    from fabric_core.io.detection import detect_format
-
-    found = detect_format(path)
-    if found is not None:
-        what = (
-            f"a sharded ({found}) checkpoint directory, and this strategy reads single-file checkpoints. "
-            "Load it with a sharded strategy, or convert it into one file first: "
-            f"`fabric checkpoint convert {path} {path}.pt --to full`"
-        )
-    elif not os.listdir(path):
-        what = "an empty directory: neither a checkpoint file nor a sharded checkpoint. Pass the path fabric.save() wrote"
-    else:
-        what = (
-            "a directory that holds no checkpoint fabric knows (no torch.distributed.checkpoint .metadata, no "
-            "DeepSpeed model states). Pass a checkpoint file inside it, or the directory fabric.save() wrote"
-        )
-    return IsADirectoryError(f"'{path}' is {what}.")

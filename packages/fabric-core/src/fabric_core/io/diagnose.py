@@ -220,6 +220,32 @@ def missing_checkpoint(path: str | os.PathLike[str], advice: str = _LOAD_ADVICE)
     return FileNotFoundError(errno.ENOENT, f"No checkpoint at '{path}'. {' '.join(facts)}")
 
 
+def directory_error(path: str | os.PathLike[str]) -> IsADirectoryError:
+    """The error for reading the directory ``path`` as a checkpoint file: what the directory is, what to pass.
+
+    A directory of a known sharded format reaches this only in a strategy with a reader of
+    its own that takes single files (fabric's first-party strategies read every format).
+    """
+    from fabric_core.io.detection import detect_format
+
+    path = Path(path)
+    found = detect_format(path)
+    if found is not None:
+        what = (
+            f"a sharded ({found}) checkpoint directory, and this strategy reads single-file checkpoints. "
+            "Load it with another strategy, or convert it into one file first: "
+            f"`fabric checkpoint convert {path} {path}.pt --to full`"
+        )
+    elif not os.listdir(path):
+        what = "an empty directory: neither a checkpoint file nor a sharded checkpoint. Pass the path fabric.save() wrote"
+    else:
+        what = (
+            "a directory that holds no checkpoint fabric knows (no torch.distributed.checkpoint .metadata, no "
+            "DeepSpeed model states). Pass a checkpoint file inside it, or the directory fabric.save() wrote"
+        )
+    return IsADirectoryError(f"'{path}' is {what}.")
+
+
 def _interrupted_save(path: Path) -> str | None:
     from fabric_core.io.atomic import temporaries_of
 

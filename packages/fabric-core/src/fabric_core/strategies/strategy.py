@@ -426,10 +426,16 @@ class Strategy:
         strict: bool = True,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Load a checkpoint written by :meth:`save_checkpoint`.
+        """Load a checkpoint written by :meth:`save_checkpoint`, or by any other first-party strategy.
+
+        A file is read by the checkpoint I/O plugin. A directory on the local file system
+        (written by a sharded strategy: DCP, or a format a plugin registers, such as
+        DeepSpeed's) is read as :mod:`fabric_core.io.interchange` describes, with full
+        tensors; optimizer state keyed by parameter name is matched to the parameters
+        through the model in ``state``.
 
         Args:
-            path: The checkpoint file.
+            path: The checkpoint file or directory.
             state: Objects to restore in place (by name), or one module or optimizer that
                 the whole file is a state dict for. ``None`` returns the raw checkpoint.
             strict: Require every name in ``state`` to be in the checkpoint, and module
@@ -439,8 +445,44 @@ class Strategy:
         Returns:
             The checkpoint entries that were not restored into ``state``.
         """
+        if Path(path).is_dir():
+            from fabric_core.io.interchange import load_checkpoint_anywhere
+            from fabric_core.io.optimizer_state import module_in_state
+
+            return load_checkpoint_anywhere(
+                path, state, strict, weights_only, module_in_state, self._load_checkpoint_file
+            )
+        return self._load_checkpoint_file(path, state, strict, weights_only)
+
+    def _load_checkpoint_file(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None,
+        strict: bool,
+        weights_only: bool | None,
+    ) -> dict[str, Any]:
         checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
-        return apply_checkpoint(state, checkpoint, self, strict, path=path)
+        named = state if isinstance(state, dict) else {}
+
+        def load_optimizer(optimizer: Optimizer, value: Any) -> None:
+            from fabric_core.io.optimizer_state import is_named, module_in_state
+
+            if not is_named(value):
+                self.load_optimizer_state(optimizer, value)
+                return
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            module = module_in_state(optimizer, named)
+            set_optimizer_state_dict(module, optimizer, value, options=StateDictOptions(full_state_dict=True))
+
+        return apply_checkpoint(
+            state,
+            checkpoint,
+            strict=strict,
+            path=path,
+            load_module=self.load_module_state_dict,
+            load_optimizer=load_optimizer,
+        )
 
     def teardown(self) -> None:
         """Release everything the strategy acquired."""

@@ -2,7 +2,7 @@
 
 The names Lightning Fabric's ``lightning.fabric.utilities`` offers are importable from
 here, each loaded on first access, as are fabric's own :class:`CheckpointManager` and
-:class:`Preemption`.
+:class:`Preemption` and :class:`RandomState`.
 """
 
 from fabric_core.lazy import lazy_exports
@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointManager",
     "DistributedSamplerWrapper",
     "Preemption",
+    "RandomState",
     "Throughput",
     "ThroughputMonitor",
     "convert_to_tensors",
@@ -33,6 +34,7 @@ __getattr__, __dir__ = lazy_exports(
         "CheckpointManager": "fabric_core.utilities.checkpoint_manager",
         "DistributedSamplerWrapper": "fabric_core.utilities.data",
         "Preemption": "fabric_core.utilities.preemption",
+        "RandomState": "fabric_core.utilities.rng",
         "Throughput": "fabric_core.utilities.throughput",
         "ThroughputMonitor": "fabric_core.utilities.throughput",
         "convert_to_tensors": "fabric_core.utilities.apply_func",

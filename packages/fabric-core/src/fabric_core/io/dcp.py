@@ -1,18 +1,25 @@
-"""Sharded checkpoints as ``torch.distributed.checkpoint`` (DCP) directories.
+"""Sharded checkpoints as ``torch.distributed.checkpoint`` (DCP) directories, under any strategy.
 
 Every process writes the shards it holds and reads the slices of the shards it needs, so a
 directory written by N processes loads at any other number; DCP's planner does the
 resharding from the metadata rank 0 writes. Entries that are not modules or optimizers are
-read whole into every process.
+read whole into every process. Models and optimizers go through
+``torch.distributed.checkpoint.state_dict``, which treats a plain, a DDP and an FSDP2
+(DTensor) module alike: a directory written by ``fsdp`` loads under ``ddp`` or on one
+device, and one written there loads under ``fsdp``.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
 import pickle
 import shutil
+import threading
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +39,14 @@ from torch.optim import Optimizer
 
 from fabric_core.io.atomic import partial_directory, replace_path
 from fabric_core.io.diagnose import check_save_target, make_parent
+from fabric_core.io.manifest import write_manifest
+from fabric_core.io.optimizer_state import Filter, ModuleFinder, apply_state, collect_state
 from fabric_core.utilities.checkpoint import check_entries, write_on_rank_zero
-from fabric_fsdp._state import Filter, ModuleFinder, apply_state, collect_state
 
 if TYPE_CHECKING:
-    from fabric_core.strategies.parallel import ParallelStrategy
+    from fabric_core.strategies.strategy import Strategy
 
-__all__ = ["is_dcp_checkpoint", "load_sharded", "save_sharded"]
+__all__ = ["AsyncSaver", "is_dcp_checkpoint", "load_sharded", "save_sharded"]
 
 
 def is_dcp_checkpoint(path: Path) -> bool:
@@ -47,7 +55,7 @@ def is_dcp_checkpoint(path: Path) -> bool:
 
 
 def save_sharded(
-    strategy: ParallelStrategy,
+    strategy: Strategy,
     path: str | Path,
     state: dict[str, Any],
     filter: Filter | None,
@@ -59,8 +67,22 @@ def save_sharded(
     rank 0 once complete (swapped in one step where the file system can, see
     :func:`fabric_core.io.atomic.replace_path`), so a failure or a kill mid-write leaves any
     previous checkpoint at ``path`` as it was; DCP writes ``.metadata`` last, and only into
-    the partial directory. The next save to ``path`` removes what a killed save left.
+    the partial directory. The next save to ``path`` removes what a killed save left. Rank 0
+    adds the manifest (:mod:`fabric_core.io.manifest`) before the directory takes its name.
     """
+    checkpoint, path, partial = _prepare(strategy, path, state, filter, module_for)
+    dcp.save(checkpoint, storage_writer=FileSystemWriter(partial))
+    write_on_rank_zero(strategy, lambda: _finish(strategy, partial, path))
+
+
+def _prepare(
+    strategy: Strategy,
+    path: str | Path,
+    state: dict[str, Any],
+    filter: Filter | None,
+    module_for: ModuleFinder,
+) -> tuple[dict[str, Any], Path, Path]:
+    """The state dicts to write, the target and its partial directory, made ready on rank 0."""
     checkpoint = collect_state(
         state,
         filter,
@@ -76,11 +98,123 @@ def save_sharded(
         make_parent(path)
         _remove(partial)
 
-    # Rank 0 prepares and renames; the broadcast in write_on_rank_zero orders the other
-    # processes after it, and makes every process raise when rank 0 cannot.
+    # Rank 0 prepares (and later renames); the broadcast in write_on_rank_zero orders the
+    # other processes after it, and makes every process raise when rank 0 cannot.
     write_on_rank_zero(strategy, prepare)
-    dcp.save(checkpoint, storage_writer=FileSystemWriter(partial))
-    write_on_rank_zero(strategy, lambda: replace_path(partial, path))
+    return checkpoint, path, partial
+
+
+def _finish(strategy: Strategy, partial: Path, path: Path) -> None:
+    """On rank 0, once every shard and ``.metadata`` are written: the manifest, then the final name."""
+    write_manifest(partial, strategy, "dcp")
+    replace_path(partial, path)
+
+
+class AsyncSaver:
+    """Sharded saves written in the background (DCP's ``async_save``), one at a time.
+
+    :meth:`save` returns once this process's shards are copied into CPU memory (DCP's
+    staging); a thread writes them while training goes on. When every process has written
+    and rank 0 has written ``.metadata``, rank 0 gives the directory its name, as a
+    blocking save does: until then the previous checkpoint at the path is untouched, so a
+    crash mid-write leaves the last complete checkpoint loadable. The next :meth:`save`,
+    :meth:`wait` (which ``fabric.load`` and the strategy's teardown call) and the end of
+    the process wait for the save in flight; a failure in the background is raised there,
+    on every process that saw it.
+
+    The writing thread's collectives go through a process group of their own (gloo), so
+    they never interleave with the training's collectives.
+    """
+
+    def __init__(self) -> None:
+        self._pending: _PendingSave | None = None
+        self._group: Any = None
+        self._exit_hook = False
+
+    def save(
+        self,
+        strategy: Strategy,
+        path: str | Path,
+        state: dict[str, Any],
+        filter: Filter | None,
+        module_for: ModuleFinder,
+    ) -> None:
+        """Start writing ``state`` at ``path`` (every process calls it), after the save in flight is done."""
+        self.wait()
+        checkpoint, target, partial = _prepare(strategy, path, state, filter, module_for)
+        future = dcp.async_save(
+            checkpoint, storage_writer=FileSystemWriter(partial), process_group=self._checkpoint_group()
+        )
+        assert isinstance(future, Future), "without an async_stager, async_save returns a Future"
+        pending = _PendingSave(target, future)
+        if strategy.is_global_zero:
+            future.add_done_callback(
+                lambda done: pending.finish(done, lambda: _finish(strategy, partial, target))
+            )
+        else:
+            pending.finished.set()
+        self._pending = pending
+        if not self._exit_hook:
+            atexit.register(self.wait)  # registered after the process group's own exit hook: runs before it
+            self._exit_hook = True
+
+    def wait(self) -> None:
+        """Block until the save in flight (if any) is written and named; raise what went wrong with it.
+
+        Raises:
+            RuntimeError: The background save failed (the cause is chained); the previous
+                checkpoint at its path is intact.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _checkpoint_group(self) -> Any:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")  # collective: every process creates it together
+        return self._group
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with its strategy for spawned processes: nothing in flight travels.
+        return {"_pending": None, "_group": None, "_exit_hook": False}
+
+
+class _PendingSave:
+    """One background save: DCP's future, and on rank 0 the renaming that follows it."""
+
+    def __init__(self, path: Path, future: Any) -> None:
+        self.path = path
+        self.future = future
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def finish(self, future: Any, rename: Callable[[], None]) -> None:
+        try:
+            if future.exception() is None:
+                rename()
+        except BaseException as error:  # raised to the user by result()
+            self.error = error
+        finally:
+            self.finished.set()
+
+    def result(self) -> None:
+        try:
+            self.future.result()
+        except Exception as error:
+            raise RuntimeError(
+                f"The asynchronous save to '{self.path}' failed: {error}. The previous checkpoint there, if any, is "
+                "intact; fix the cause and save again."
+            ) from error
+        self.finished.wait()
+        if self.error is not None:
+            raise RuntimeError(
+                f"The asynchronous save to '{self.path}' was written but could not be put in place: {self.error}. "
+                "The previous checkpoint there, if any, is intact."
+            ) from self.error
 
 
 class _CheckedLoadPlanner(DefaultLoadPlanner):
