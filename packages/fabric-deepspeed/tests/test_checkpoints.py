@@ -27,7 +27,7 @@ def test_resume_in_fresh_processes_gives_the_exact_next_losses(saved):
 
 def test_consolidated_checkpoint_loads_into_the_plain_model(saved):
     state = consolidate_checkpoint(saved / "ds2")
-    assert state.keys() == {"model", "step", "meta"} and state["step"] == 3
+    assert state.keys() == {"model", "optimizer", "step", "meta"} and state["step"] == 3
     plain = model()
     plain.load_state_dict(state["model"])
     for name, tensor in torch.load(saved / "saved2.pt").items():

@@ -18,6 +18,7 @@ __all__ = [
     "CHECKPOINT_TAG",
     "CLIENT_STATE_KEY",
     "DEFAULT_MODULE_KEY",
+    "DEFAULT_OPTIMIZER_KEY",
     "MODEL_STATES",
     "ZERO_STATES",
     "SplitState",
@@ -25,6 +26,8 @@ __all__ = [
     "locate_checkpoint",
     "pack_client_state",
     "save_engine_checkpoint",
+    "saved_layout",
+    "saved_optimizer_key",
     "split_state",
     "unpack_client_state",
 ]
@@ -43,6 +46,9 @@ CLIENT_STATE_KEY: Final = "fabric"
 
 DEFAULT_MODULE_KEY: Final = "model"
 """The name of the weights in a consolidated file when the checkpoint does not record one."""
+
+DEFAULT_OPTIMIZER_KEY: Final = "optimizer"
+"""The name of the optimizer state in a consolidated file when the checkpoint does not record one."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,19 @@ def unpack_client_state(client_state: Mapping[str, Any]) -> tuple[str, dict[str,
     return str(packed.get("module") or DEFAULT_MODULE_KEY), dict(packed.get("entries") or {})
 
 
+def saved_optimizer_key(client_state: Mapping[str, Any]) -> str | None:
+    """The name the optimizer was saved under, from a checkpoint's client state.
+
+    ``None`` when ``fabric.save`` got no optimizer; :data:`DEFAULT_OPTIMIZER_KEY` for a
+    checkpoint written by DeepSpeed without fabric.
+    """
+    packed = client_state.get(CLIENT_STATE_KEY)
+    if not isinstance(packed, Mapping):
+        return DEFAULT_OPTIMIZER_KEY
+    key = packed.get("optimizer")
+    return str(key) if key is not None else None
+
+
 def save_engine_checkpoint(split: SplitState, path: str, entries: dict[str, Any]) -> None:
     """Write the engine's partitions and the user's ``entries`` to the directory ``path`` (all ranks call)."""
     split.engine.save_checkpoint(path, tag=CHECKPOINT_TAG, client_state=pack_client_state(split, entries))
@@ -139,6 +158,26 @@ def load_engine_checkpoint(split: SplitState, path: str | os.PathLike[str], stri
     if loaded is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint '{path}' (tag '{tag}').")
     return unpack_client_state(client_state or {})[1]
+
+
+def saved_layout(path: str | os.PathLike[str]) -> tuple[int | None, int]:
+    """The number of data-parallel processes and the ZeRO stage the checkpoint at ``path`` was written with.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no DeepSpeed checkpoint.
+    """
+    import torch
+
+    from fabric_deepspeed._config import zero_stage
+
+    checkpoint_dir, tag = locate_checkpoint(path)
+    first = sorted((checkpoint_dir / tag).glob(MODEL_STATES))[0]
+    states = torch.load(first, map_location="cpu", weights_only=False, mmap=True)
+    world_size = states.get("dp_world_size")
+    config = states.get("ds_config")
+    return (int(world_size) if world_size is not None else None), zero_stage(
+        config if isinstance(config, Mapping) else {}
+    )
 
 
 def locate_checkpoint(path: str | os.PathLike[str], tag: str | None = None) -> tuple[Path, str]:

@@ -8,6 +8,8 @@ import copy
 import gc
 import logging
 import os
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import timedelta
@@ -23,11 +25,15 @@ from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io import diagnose
 from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.io.formats import CheckpointFormat, DCPFormat
+from fabric_core.io.interchange import load_checkpoint_anywhere
+from fabric_core.io.manifest import write_manifest
+from fabric_core.io.optimizer_state import module_in_state
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.strategies.parallel import ParallelStrategy
 from fabric_core.strategies.strategy import pick_precision_plugin
-from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state
+from fabric_core.utilities.checkpoint import apply_checkpoint, collect_state, write_on_rank_zero
 from fabric_core.utilities.init import SkipParameterInit
 from fabric_core.utilities.rank_zero import warn_once
 from fabric_deepspeed._arguments import check_arguments, given_arguments
@@ -39,9 +45,16 @@ from fabric_deepspeed._config import (
     precision_from_config,
     zero_stage,
 )
-from fabric_deepspeed._engine_checkpoint import load_engine_checkpoint, save_engine_checkpoint, split_state
+from fabric_deepspeed._engine_checkpoint import (
+    load_engine_checkpoint,
+    save_engine_checkpoint,
+    saved_layout,
+    split_state,
+)
+from fabric_deepspeed._interchange import load_full_optimizer_state, set_full
 from fabric_deepspeed._optimizer import EngineOptimizer, engine_optimizer
 from fabric_deepspeed._runtime import import_deepspeed
+from fabric_deepspeed.checkpoint import DeepSpeedCheckpointFormat
 from fabric_deepspeed.precision import DeepSpeedPrecision
 
 __all__ = ["DeepSpeedStrategy"]
@@ -241,6 +254,8 @@ class DeepSpeedStrategy(ParallelStrategy):
         self._configured = False
         self._engines: list[Any] = []
         self._optimizers: list[EngineOptimizer] = []
+        # Each engine's parameter names per group of the optimizer given to fabric.setup, in its order.
+        self._group_names: weakref.WeakKeyDictionary[Any, list[list[str]]] = weakref.WeakKeyDictionary()
         self._deepspeed: ModuleType | None = None
         self._config: dict[str, Any] = {}
         self._build_config()
@@ -400,6 +415,12 @@ class DeepSpeedStrategy(ParallelStrategy):
 
     def _initialize_engine(self, module: nn.Module, optimizer: Optimizer | None) -> Any:
         deepspeed = self._import_deepspeed()
+        names = {id(parameter): name for name, parameter in module.named_parameters()}
+        # DeepSpeed replaces the groups' parameters by its flat partitions: what a full optimizer state maps to.
+        group_names = [
+            [names.get(id(parameter), "") for parameter in group["params"]]
+            for group in (optimizer.param_groups if optimizer is not None else [])
+        ]
         index = self.root_device.index
         engine, _, _, _ = deepspeed.initialize(
             args=argparse.Namespace(device_rank=index if index is not None else self.local_rank),
@@ -414,6 +435,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             # buffers and pending collective handles are freed while the interpreter is whole.
             atexit.register(self._release_engines)
         self._engines.append(engine)
+        self._group_names[engine] = group_names
         return engine
 
     def module_to_device(self, module: nn.Module) -> None:
@@ -580,7 +602,10 @@ class DeepSpeedStrategy(ParallelStrategy):
     ) -> None:
         """Load a full state dict into a set-up model, and into the optimizer's master weights.
 
-        Under stage 3 the parameters are gathered for the load and partitioned again.
+        Under stage 3 the parameters are gathered for the load and partitioned again. When
+        the engine trains in bf16 or fp16, the float32 master weights are set from the state
+        dict's values (``deepspeed.utils.safe_set_full_fp32_param``), not from their rounded
+        copies in the model.
         """
         engine = self._engine_of(module)
         if engine is None:
@@ -596,6 +621,30 @@ class DeepSpeedStrategy(ParallelStrategy):
         refresh = getattr(engine.optimizer, "refresh_fp32_params", None)
         if callable(refresh):
             refresh()
+        if callable(refresh) and (engine.bfloat16_enabled() or engine.fp16_enabled()):
+            for name, parameter in engine.module.named_parameters():
+                value = state_dict.get(name)
+                if isinstance(value, torch.Tensor) and torch.is_floating_point(value):
+                    set_full(engine.optimizer, parameter, value.to(engine.device, torch.float32))
+
+    def load_optimizer_state(self, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
+        """Load a full optimizer state dict (index- or name-keyed) into an optimizer that ``fabric.setup`` returned.
+
+        This is what a single-file checkpoint (from a single device, DDP, FSDP's full state
+        dict, or a consolidated one) holds. The per-parameter states (Adam's moments, ...)
+        are partitioned into this process's share (``deepspeed.utils.safe_set_full_optimizer_state``),
+        the step count and each group's hyperparameters (``lr``, ...) are set. An
+        index-keyed state maps to the parameters in the order of the optimizer given to
+        ``fabric.setup``. Every process must call it with the same state.
+
+        Raises:
+            ValueError: The state's parameter groups do not match the optimizer's.
+        """
+        view = self._view_or_none(optimizer)
+        if view is None:
+            super().load_optimizer_state(optimizer, state_dict)
+            return
+        load_full_optimizer_state(view.engine, state_dict, self._group_names.get(view.engine, []))
 
     # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
@@ -608,7 +657,9 @@ class DeepSpeedStrategy(ParallelStrategy):
         """Write a DeepSpeed checkpoint directory at ``path`` (every process writes its partitions).
 
         The model and its optimizer go through ``engine.save_checkpoint``; the other entries
-        of ``state`` travel in its client state. Rank 0's ``path`` is used by all processes.
+        of ``state`` travel in its client state. Rank 0's ``path`` is used by all processes,
+        and rank 0 adds the manifest (``fabric-manifest.json``: format, strategy, world size,
+        versions) once the engine has written its files.
 
         Raises:
             TypeError: ``storage_options`` or ``filter`` was given.
@@ -624,7 +675,9 @@ class DeepSpeedStrategy(ParallelStrategy):
                 "the entries you want to filter in a separate file."
             )
         split = split_state(state, self._optimizer_aliases())
-        save_engine_checkpoint(split, self.broadcast(str(path)), collect_state(split.rest, self))
+        directory = self.broadcast(str(path))
+        save_engine_checkpoint(split, directory, collect_state(split.rest, self))
+        write_on_rank_zero(self, lambda: write_manifest(directory, self, "deepspeed"))
 
     def load_checkpoint(
         self,
@@ -633,46 +686,77 @@ class DeepSpeedStrategy(ParallelStrategy):
         strict: bool = True,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Restore a DeepSpeed checkpoint directory, or a single-file checkpoint, into ``state``.
+        """Restore a checkpoint written by any first-party strategy into ``state``.
 
-        A directory written by :meth:`save_checkpoint` restores the model, its optimizer (if
-        ``state`` names it) and the other entries exactly; it must be read with the same
-        number of processes. A single file (a consolidated checkpoint, a plain state dict)
-        loads full weights into the model through :meth:`load_module_state_dict`.
+        A DeepSpeed directory written by :meth:`save_checkpoint` with this number of
+        processes and ZeRO stage is read by the engine: the model, its optimizer (if
+        ``state`` names it) and the other entries, exactly. A single file (from a single
+        device, DDP, FSDP's full state dict, a consolidated checkpoint) loads full weights
+        into the model through :meth:`load_module_state_dict` and a full optimizer state,
+        index- or name-keyed, through :meth:`load_optimizer_state`: Adam's moments, the step
+        and the learning rates carry over. A directory of another layout (a DeepSpeed one of
+        another world size or stage, a ``torch.distributed.checkpoint`` one from FSDP or
+        model parallel, another registered format) is consolidated into a temporary file on
+        each process first, then loaded like one.
 
         Returns:
             The saved entries that ``state`` did not ask for.
 
         Raises:
-            ValueError: ``state`` holds no set-up DeepSpeed model, or a set-up optimizer is
-                to be restored from a single file (which holds no DeepSpeed optimizer state).
+            ValueError: ``state`` holds no set-up DeepSpeed model (for a DeepSpeed
+                directory), or the optimizer state does not fit the optimizer.
             FileNotFoundError: Nothing at ``path``.
+            IsADirectoryError: ``path`` is a directory of no known checkpoint format.
         """
         path = Path(self.broadcast(str(path)))
         if path.is_file() or isinstance(state, (nn.Module, Optimizer)):
-            self._refuse_optimizer_from_file(state)
-            return super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
+            return self._load_file(path, state, strict, weights_only)
         if not path.is_dir():
             raise diagnose.missing_checkpoint(path)
+        if DCPFormat.detect(path) and not DeepSpeedCheckpointFormat.detect(path):
+            return self._load_consolidated(DCPFormat(), path, state, strict, weights_only)
+        if not DeepSpeedCheckpointFormat.detect(path):
+            return load_checkpoint_anywhere(
+                path, state, strict, weights_only, module_in_state, self._load_file
+            )
         if not isinstance(state, dict):
             raise ValueError(
                 "A DeepSpeed checkpoint directory is restored into objects: pass fabric.load(path, {'model': model, "
                 "'optimizer': optimizer, ...})."
             )
         split = split_state(state, self._optimizer_aliases())
+        if saved_layout(path) != (self.world_size, self.zero_stage):  # the engine reads its own layout only
+            return self._load_consolidated(DeepSpeedCheckpointFormat(), path, state, strict, weights_only)
         entries = load_engine_checkpoint(split, path, strict)
         remainder = apply_checkpoint(split.rest, entries, self, strict, path=path)
         state.update(split.rest)
         return remainder
 
-    def _refuse_optimizer_from_file(self, state: Any) -> None:
-        aliases = [alias for _, engine_aliases in self._optimizer_aliases() for alias in engine_aliases]
-        values = state.values() if isinstance(state, dict) else [state]
-        if any(value is alias for value in values for alias in aliases):
-            raise ValueError(
-                "A single-file checkpoint holds no DeepSpeed optimizer state. Load the model and plain entries "
-                "from it (fabric.load(path, {'model': model, ...})), or resume from a DeepSpeed checkpoint directory."
-            )
+    def _load_file(
+        self,
+        path: Path,
+        state: dict[str, Any] | nn.Module | Optimizer | None,
+        strict: bool,
+        weights_only: bool | None,
+        shown: Path | None = None,
+    ) -> dict[str, Any]:
+        """Load the single file ``path`` into ``state`` (named ``shown`` in errors, when it stands for a directory)."""
+        checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+        return apply_checkpoint(state, checkpoint, self, strict, path=shown or path)
+
+    def _load_consolidated(
+        self,
+        checkpoint_format: CheckpointFormat,
+        path: Path,
+        state: dict[str, Any] | None,
+        strict: bool,
+        weights_only: bool | None,
+    ) -> dict[str, Any]:
+        """Consolidate the directory ``path`` into a temporary file on this process, then load that into ``state``."""
+        with tempfile.TemporaryDirectory(prefix="fabric-consolidate-") as scratch:
+            single = Path(scratch) / "consolidated.pt"
+            checkpoint_format.consolidate(path, single)
+            return self._load_file(single, state, strict, weights_only, shown=path)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -685,10 +769,16 @@ class DeepSpeedStrategy(ParallelStrategy):
             aliases.append((engine, views + tuple(o for o in others if o is not None)))
         return aliases
 
-    def _optimizer_view(self, optimizer: Any, caller: str) -> EngineOptimizer:
+    def _view_or_none(self, optimizer: Any) -> EngineOptimizer | None:
         for view in self._optimizers:
             if optimizer is view or optimizer is view.client_optimizer or optimizer is view.optimizer:
                 return view
+        return None
+
+    def _optimizer_view(self, optimizer: Any, caller: str) -> EngineOptimizer:
+        view = self._view_or_none(optimizer)
+        if view is not None:
+            return view
         raise RuntimeError(
             f"{caller} got an optimizer that was not set up by this DeepSpeed strategy; use the one that "
             "fabric.setup(model, optimizer) returned."
