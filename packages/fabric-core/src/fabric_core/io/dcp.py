@@ -131,6 +131,7 @@ class AsyncSaver:
         self._group: Any = None
         self._exit_hook = False
 
+    # The parameters of save_sharded, by design: the strategy calls one or the other.
     def save(
         self,
         strategy: Strategy,
