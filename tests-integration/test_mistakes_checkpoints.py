@@ -275,15 +275,18 @@ def load_into_a_bare_model(tmp_path: Path) -> None:
     fabric.load(path, model)  # type: ignore[arg-type]
 
 
-def load_a_sharded_directory_with_a_single_device(tmp_path: Path) -> None:
+def load_a_sharded_optimizer_without_its_model(tmp_path: Path) -> None:
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
     dcp.save(
-        {"model": nn.Linear(2, 2).state_dict()},
+        {"optimizer": get_optimizer_state_dict(model, optimizer)},
         storage_writer=dcp.FileSystemWriter(tmp_path / "ckpt"),
         no_dist=True,
     )
-    _fabric().load(tmp_path / "ckpt")
+    _fabric().load(tmp_path / "ckpt", {"optimizer": torch.optim.Adam(nn.Linear(2, 2).parameters())})
 
 
 def load_an_empty_directory(tmp_path: Path) -> None:
@@ -556,10 +559,10 @@ MISTAKES = [
         ("got a bare Linear", "fabric.load(path, {'model': model, ...})", "load_raw"),
     ),
     Mistake(
-        "load-a-sharded-directory-with-a-single-device",
-        load_a_sharded_directory_with_a_single_device,
-        IsADirectoryError,
-        ("sharded (dcp) checkpoint directory", "fabric checkpoint convert", "--to full"),
+        "load-a-sharded-optimizer-without-its-model",
+        load_a_sharded_optimizer_without_its_model,
+        TypeError,
+        ("by parameter names needs the model", "{'model': model, 'optimizer': optimizer}"),
     ),
     Mistake(
         "load-an-empty-directory",
