@@ -9,7 +9,6 @@ import gc
 import logging
 import os
 import tempfile
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import timedelta
@@ -254,8 +253,10 @@ class DeepSpeedStrategy(ParallelStrategy):
         self._configured = False
         self._engines: list[Any] = []
         self._optimizers: list[EngineOptimizer] = []
-        # Each engine's parameter names per group of the optimizer given to fabric.setup, in its order.
-        self._group_names: weakref.WeakKeyDictionary[Any, list[list[str]]] = weakref.WeakKeyDictionary()
+        # Each engine's parameter names per group of the optimizer given to fabric.setup, in its
+        # order, keyed by id(engine): self._engines keeps the engines alive, and a plain dict
+        # keeps the strategy picklable for spawned processes.
+        self._group_names: dict[int, list[list[str]]] = {}
         self._deepspeed: ModuleType | None = None
         self._config: dict[str, Any] = {}
         self._build_config()
@@ -435,7 +436,7 @@ class DeepSpeedStrategy(ParallelStrategy):
             # buffers and pending collective handles are freed while the interpreter is whole.
             atexit.register(self._release_engines)
         self._engines.append(engine)
-        self._group_names[engine] = group_names
+        self._group_names[id(engine)] = group_names
         return engine
 
     def module_to_device(self, module: nn.Module) -> None:
@@ -644,7 +645,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         if view is None:
             super().load_optimizer_state(optimizer, state_dict)
             return
-        load_full_optimizer_state(view.engine, state_dict, self._group_names.get(view.engine, []))
+        load_full_optimizer_state(view.engine, state_dict, self._group_names.get(id(view.engine), []))
 
     # Same parameters as Strategy.save_checkpoint (the contract every strategy keeps); only the body is its own.
     def save_checkpoint(
@@ -826,6 +827,7 @@ class DeepSpeedStrategy(ParallelStrategy):
                 destroy()
         self._engines.clear()
         self._optimizers.clear()
+        self._group_names.clear()
         gc.collect()
 
     def __repr__(self) -> str:
