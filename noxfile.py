@@ -24,6 +24,13 @@ XLA_STACK = tuple(os.environ.get("FABRIC_XLA_STACK", "torch==2.9.0 torch_xla==2.
 if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
     os.environ["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
 
+# Bytecode: a machine that sets PYTHONDONTWRITEBYTECODE (this project's CI does) makes every
+# process compile torch's Python sources again: `import torch, deepspeed` takes 3.0 s instead
+# of 1.35 s, and the tests start hundreds of processes. The sessions write bytecode, as an
+# installed package has, under .nox/pycache, so the source tree stays clean.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / ".nox" / "pycache"))
+
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = [
