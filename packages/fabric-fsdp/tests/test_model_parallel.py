@@ -14,8 +14,8 @@ from fabric_core.cli import main as fabric_cli
 
 @pytest.mark.parametrize(
     ("devices", "data_parallel", "extra"),
-    [(2, 1, []), (4, 2, ["--meta"])],
-    ids=["tensor_parallel_2", "data_2_x_tensor_2_meta_init"],
+    [(2, 1, []), (2, 1, ["--plan"]), (4, 2, ["--meta"])],
+    ids=["tensor_parallel_2", "tensor_parallel_2_by_plan", "data_2_x_tensor_2_meta_init"],
 )
 def test_model_parallel_matches_one_process(tmp_path, devices, data_parallel, extra):
     run_script(str(SCRIPTS / "tp_train.py"), str(tmp_path), str(devices), str(data_parallel), *extra)

@@ -355,6 +355,8 @@ class Fabric:
     def _register_module(
         self, forward_module: nn.Module, original: nn.Module, compiled: nn.Module | None
     ) -> FabricModule:
+        if compiled is not None and not self._strategy.keep_whole_model_compile(compiled):
+            compiled = None
         compiled_module = _recompile(forward_module, compiled) if compiled is not None else None
         wrapped = FabricModule(forward_module, self._strategy, original, compiled_module)
         self._set_up_modules.add(original)
@@ -452,6 +454,49 @@ class Fabric:
             )
         module = unwrap(model) if model is not None else self._backward_module
         self._strategy.backward(tensor, module, *args, **kwargs)
+
+    def forward_backward(
+        self,
+        model: nn.Module,
+        *args: Any,
+        target: Any = None,
+        loss_fn: Callable[..., torch.Tensor],
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Run one batch forward and backward, and return its loss (detached), under any strategy.
+
+        ``loss = fabric.forward_backward(model, x, target=y, loss_fn=F.cross_entropy)`` is
+        ``loss = loss_fn(model(x), y); fabric.backward(loss)``, except under a pipeline
+        (``ModelParallelStrategy(pipeline_parallel_size=N)``): there the batch is split into
+        micro-batches that pass through the stages by the strategy's schedule (the first
+        stage reads ``args``, the last computes ``loss_fn(output, target)``), and every
+        process gets the mean micro-batch loss. The optimizer step stays the loop's own, so
+        a loop written this way ports to a pipeline by changing the strategy.
+
+        Args:
+            model: The model returned by :meth:`setup`.
+            *args: The inputs of ``model``'s forward.
+            target: The second argument of ``loss_fn``.
+            loss_fn: ``(output, target) -> loss`` (a mean over the batch: micro-batch losses
+                are averaged).
+            **kwargs: Keyword inputs of ``model``'s forward.
+
+        Raises:
+            TypeError: ``loss_fn`` is not callable.
+        """
+        if not callable(loss_fn):
+            raise TypeError(
+                f"fabric.forward_backward(loss_fn={loss_fn!r}) needs a function (output, target) -> loss, "
+                "e.g. loss_fn=torch.nn.functional.cross_entropy."
+            )
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"fabric.forward_backward() takes the model returned by fabric.setup() first, got "
+                f"{type(model).__name__}: fabric.forward_backward(model, x, target=y, loss_fn=...)."
+            )
+        return self._strategy.forward_backward(
+            model, args, kwargs, target, loss_fn, lambda loss: self.backward(loss, model=model)
+        )
 
     def clip_gradients(
         self,

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import torch
 from torch import nn
@@ -55,6 +55,9 @@ from fabric_deepspeed._optimizer import EngineOptimizer, engine_optimizer
 from fabric_deepspeed._runtime import import_deepspeed
 from fabric_deepspeed.checkpoint import DeepSpeedCheckpointFormat
 from fabric_deepspeed.precision import DeepSpeedPrecision
+
+if TYPE_CHECKING:
+    from fabric_core.utilities.memory_layout import MemoryEstimate
 
 __all__ = ["DeepSpeedStrategy"]
 
@@ -355,6 +358,15 @@ class DeepSpeedStrategy(ParallelStrategy):
     def zero_stage(self) -> int:
         """The ZeRO stage of the config."""
         return zero_stage(self._config)
+
+    def estimate_memory(self, module: nn.Module, optimizer: str) -> MemoryEstimate:
+        """Per-rank bytes of parameters, gradients and optimizer state under this ZeRO stage.
+
+        See :mod:`fabric_deepspeed._estimate` for DeepSpeed's accounting.
+        """
+        from fabric_deepspeed._estimate import estimate_zero
+
+        return estimate_zero(self, module, optimizer)
 
     # -- process ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from fabric_core.lazy import lazy_exports
 from fabric_fsdp.__about__ import __version__
 
 if TYPE_CHECKING:
+    from fabric_fsdp._blocks import prepare_blocks
     from fabric_fsdp.checkpoint import optimizer_state_to_torch
     from fabric_fsdp.fsdp import FSDPStrategy
     from fabric_fsdp.model_parallel import ModelParallelStrategy
@@ -30,6 +31,7 @@ __all__ = [
     "ModelParallelStrategy",
     "__version__",
     "optimizer_state_to_torch",
+    "prepare_blocks",
 ]
 
 _EXPORTS = {
@@ -37,6 +39,7 @@ _EXPORTS = {
     "ModelParallelStrategy": "fabric_fsdp.model_parallel",
     "FSDPPrecision": "fabric_fsdp.precision",
     "optimizer_state_to_torch": "fabric_fsdp.checkpoint",
+    "prepare_blocks": "fabric_fsdp._blocks",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

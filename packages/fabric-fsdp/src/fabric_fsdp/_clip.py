@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
@@ -22,10 +23,13 @@ def clip_grad_norm(
     max_norm: float,
     norm_type: float = 2.0,
     error_if_nonfinite: bool = True,
+    across: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Scale gradients so that their joint ``norm_type`` norm is at most ``max_norm``.
 
     Every process must call it with the same parameters (it communicates once per mesh).
+    ``across`` is a group of processes that hold *different* parameters (the stages of a
+    pipeline): their norms are combined into one, so the clipping is that of the whole model.
 
     Returns:
         The total norm before clipping, a plain tensor equal on every process.
@@ -34,10 +38,12 @@ def clip_grad_norm(
         RuntimeError: The norm is not finite and ``error_if_nonfinite`` is true.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+    if not grads and across is None:
         return torch.tensor(0.0)
     norm_type = float(norm_type)
-    total = _total_norm(grads, norm_type)
+    total = _total_norm(grads, norm_type) if grads else torch.tensor(0.0)
+    if across is not None:
+        total = _combine(total, norm_type, across)
     if error_if_nonfinite and not torch.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} of the gradients is non-finite, so it cannot be clipped. "
@@ -74,6 +80,16 @@ def _total_norm(grads: list[torch.Tensor], norm_type: float) -> torch.Tensor:
     if norm_type == float("inf"):
         return stacked.max()
     return stacked.pow(norm_type).sum().pow(1.0 / norm_type)
+
+
+def _combine(norm: torch.Tensor, norm_type: float, group: dist.ProcessGroup) -> torch.Tensor:
+    """The norm over every process of ``group``, each holding the norm of its own gradients."""
+    if norm_type == float("inf"):
+        dist.all_reduce(norm, op=dist.ReduceOp.MAX, group=group)
+        return norm
+    powered = norm.pow(norm_type)
+    dist.all_reduce(powered, group=group)
+    return powered.pow(1.0 / norm_type)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from fabric_core.strategies.parallel import ParallelStrategy
 from fabric_core.utilities.optimizer import ParameterSlots
 from fabric_fsdp import _checkpoint, _clip
 from fabric_fsdp._params import has_meta_tensors, materialize, rebind_optimizer, warn_uninitialised
+
+if TYPE_CHECKING:
+    from fabric_core.utilities.memory_layout import MemoryEstimate
 
 __all__ = ["ShardedStrategy"]
 
@@ -137,6 +140,12 @@ class ShardedStrategy(ParallelStrategy, ABC):
         stack.enter_context(self.precision.module_init_context())
         return stack
 
+    def estimate_memory(self, module: nn.Module, optimizer: str) -> MemoryEstimate:
+        """Per-rank bytes of parameters, gradients and optimizer state once sharded (see :mod:`fabric_fsdp._estimate`)."""
+        from fabric_fsdp._estimate import estimate_sharded
+
+        return estimate_sharded(self, module, optimizer)
+
     # -- training step ------------------------------------------------------------------
 
     @contextmanager
@@ -170,7 +179,13 @@ class ShardedStrategy(ParallelStrategy, ABC):
         self.precision.unscale_gradients(optimizer)
         if getattr(self.precision, "scaler", None) is not None:
             error_if_nonfinite = False
-        return _clip.clip_grad_norm(_parameters(optimizer), max_norm, norm_type, error_if_nonfinite)
+        return _clip.clip_grad_norm(
+            _parameters(optimizer), max_norm, norm_type, error_if_nonfinite, across=self._clip_across()
+        )
+
+    def _clip_across(self) -> Any:
+        """A process group whose members hold different parameters (pipeline stages), or ``None``."""
+        return None
 
     def clip_gradients_value(self, module: nn.Module, optimizer: Optimizer, clip_val: float) -> None:
         """Clamp every gradient element, shard by shard (no communication)."""

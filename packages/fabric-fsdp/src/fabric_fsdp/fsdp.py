@@ -16,10 +16,10 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.launchers.elastic import StartMethod
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
-from fabric_fsdp import _options
+from fabric_fsdp import _blocks, _options
 from fabric_fsdp._params import broadcast_module_states, has_meta_tensors
 from fabric_fsdp._sharded import ShardedStrategy
-from fabric_fsdp._wrap import apply_activation_checkpointing, shard_module
+from fabric_fsdp._wrap import select_modules, shard_module
 from fabric_fsdp.precision import FSDPPrecision
 
 __all__ = ["FSDPStrategy"]
@@ -59,6 +59,11 @@ class FSDPStrategy(ShardedStrategy):
       ``fully_shard`` (see :meth:`configure_fsdp_auto_wrap_policy`).
     - ``activation_checkpointing``: ``True`` recomputes, in backward, the activations of
       the modules the wrap policy selects; layer classes select those instead.
+
+    Per block (each module the wrap policy selects), ``fabric.setup`` applies, in this
+    order: activation checkpointing, regional compile (``compile_blocks``), ``fully_shard``
+    (see :mod:`fabric_fsdp._blocks` and the guide for why this order). Parameter names
+    and state-dict keys do not change, so checkpoints load into the plain model.
     - ``state_dict_type``: ``None``/``"sharded"``/``StateDictType.SHARDED_STATE_DICT`` or
       ``"full"``/``StateDictType.FULL_STATE_DICT``.
     - ``use_orig_params``: both values accepted; FSDP2 always works on the original
@@ -107,6 +112,13 @@ class FSDPStrategy(ShardedStrategy):
             processes per node), or a ready ``DeviceMesh``.
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
         precision: Lightning Fabric's name for ``precision_plugin``.
+        compile_blocks: Compile each block the wrap policy selects on its own
+            (``nn.Module.compile``, in place, after checkpointing and before
+            ``fully_shard``): ``True`` with torch.compile's defaults, a dict of
+            ``torch.compile`` keywords (e.g. ``{"mode": "max-autotune"}``), or ``False``.
+            Blocks of one class share a compiled graph. With it on,
+            ``fabric.setup(torch.compile(model))`` drops the whole-model compile (once
+            warned) in favour of the per-block one.
         async_save: Write sharded checkpoints in the background (DCP's ``async_save``):
             ``fabric.save`` returns once this process's shards are copied to CPU memory,
             and the step loop goes on while they are written. The next save waits for the
@@ -150,8 +162,10 @@ class FSDPStrategy(ShardedStrategy):
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
         async_save: bool = False,
+        compile_blocks: bool | dict[str, Any] = False,
         **kwargs: Any,
     ) -> None:
+        self._compile_kwargs = _blocks.resolve_compile_blocks(compile_blocks, "FSDPStrategy")
         _options.check_compatibility_arguments(
             use_orig_params, limit_all_gathers, sync_module_states, forward_prefetch
         )
@@ -171,8 +185,11 @@ class FSDPStrategy(ShardedStrategy):
         self._checkpointing = _options.resolve_activation_checkpointing(
             activation_checkpointing, activation_checkpointing_policy
         )
-        if self._checkpointing is True and auto_wrap_policy is None and not self._overrides_wrap_policy():
-            raise ValueError(_CHECKPOINTING_NEEDS_POLICY)
+        if auto_wrap_policy is None and not self._overrides_wrap_policy():
+            if self._checkpointing is True:
+                raise ValueError(_CHECKPOINTING_NEEDS_POLICY)
+            if self._compile_kwargs is not None:
+                raise ValueError(_COMPILE_NEEDS_POLICY)
         self._sharded_checkpoints = _options.resolve_state_dict_type(state_dict_type) == "sharded"
         self._mesh_argument = _check_mesh_argument(device_mesh, self._plan)
         self._sync_module_states = bool(sync_module_states)
@@ -256,9 +273,11 @@ class FSDPStrategy(ShardedStrategy):
             if policy is self._auto_wrap_policy
             else _options.resolve_module_policy(policy, "auto_wrap_policy")
         )
+        if wrap_predicate is None and (self._checkpointing is True or self._compile_kwargs is not None):
+            raise ValueError(
+                _CHECKPOINTING_NEEDS_POLICY if self._checkpointing is True else _COMPILE_NEEDS_POLICY
+            )
         if self._checkpointing is True:
-            if wrap_predicate is None:
-                raise ValueError(_CHECKPOINTING_NEEDS_POLICY)
             checkpoint_predicate: _options.ModulePredicate | None = wrap_predicate
         else:
             checkpoint_predicate = self._checkpointing if callable(self._checkpointing) else None
@@ -269,8 +288,16 @@ class FSDPStrategy(ShardedStrategy):
                     buffer.data = buffer.data.to(buffer_dtype)
         if self._sync_module_states and not has_meta_tensors(module):
             broadcast_module_states(module)
+        # Per block: 1. activation checkpointing, 2. regional compile, 3. fully_shard (see _blocks).
+        to_checkpoint: list[nn.Module] = []
         if checkpoint_predicate is not None:
-            apply_activation_checkpointing(module, checkpoint_predicate)
+            to_checkpoint = select_modules(module, checkpoint_predicate)
+            _blocks.check_selects(module, to_checkpoint, "activation_checkpointing", "FSDPStrategy")
+        to_compile: list[nn.Module] = []
+        if self._compile_kwargs is not None and wrap_predicate is not None:
+            to_compile = select_modules(module, wrap_predicate)
+            _blocks.check_selects(module, to_compile, "auto_wrap_policy", "FSDPStrategy")
+        _blocks.apply_in_order(to_checkpoint, to_compile, self._compile_kwargs or {})
         return shard_module(
             module,
             mesh=self.device_mesh,
@@ -281,6 +308,10 @@ class FSDPStrategy(ShardedStrategy):
             forward_prefetch=self._forward_prefetch,
             extra=self._fully_shard_kwargs,
         )
+
+    def keep_whole_model_compile(self, compiled: nn.Module) -> bool:
+        """``False`` with ``compile_blocks``: ``fabric.setup(torch.compile(model))`` compiles per block (said once)."""
+        return _blocks.keeps_whole_model_compile(self._compile_kwargs, "FSDPStrategy")
 
     def _overrides_wrap_policy(self) -> bool:
         return type(self).configure_fsdp_auto_wrap_policy is not FSDPStrategy.configure_fsdp_auto_wrap_policy
@@ -306,6 +337,7 @@ class FSDPStrategy(ShardedStrategy):
         return (
             f"FSDPStrategy(sharding_strategy={self._plan.name}, cpu_offload={self._cpu_offload!r}, "
             f"activation_checkpointing={self._checkpointing is not None}, "
+            f"compile_blocks={self._compile_kwargs if self._compile_kwargs else self._compile_kwargs is not None}, "
             f"state_dict_type={'sharded' if self._sharded_checkpoints else 'full'}, precision={self._precision!r})"
         )
 
@@ -314,6 +346,13 @@ _CHECKPOINTING_NEEDS_POLICY = (
     "FSDPStrategy(activation_checkpointing=True) checkpoints the modules auto_wrap_policy selects, and there "
     "is no auto_wrap_policy. Pass auto_wrap_policy={Block} as well (your repeated layer class), or name the "
     "layers to checkpoint: activation_checkpointing_policy={Block}."
+)
+
+
+_COMPILE_NEEDS_POLICY = (
+    "FSDPStrategy(compile_blocks=...) compiles each module auto_wrap_policy selects, and there is no "
+    "auto_wrap_policy. Pass auto_wrap_policy={Block} as well (your repeated layer class), or compile the whole "
+    "model instead: fabric.setup(torch.compile(model)) with compile_blocks=False."
 )
 
 

@@ -1,15 +1,20 @@
-"""Tensor parallel x fully sharded data parallel on a 2-D device mesh, by a user's ``parallelize_fn`` (or FSDP2)."""
+"""Data x tensor x pipeline parallelism on one named device mesh, by a user's ``parallelize_fn`` (or FSDP2)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from fnmatch import fnmatch
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, OffloadPolicy
+from torch.distributed.tensor.parallel import ParallelStyle, parallelize_module
+from torch.optim import Optimizer
+from torch.utils.weak import WeakIdKeyDictionary
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
@@ -18,6 +23,9 @@ from fabric_core.launchers.elastic import StartMethod
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.config import StrategyConfig
 from fabric_core.utilities.rank_zero import warn_once
+from fabric_core.wrappers import FabricModule
+from fabric_fsdp import _blocks
+from fabric_fsdp._pipeline import PipelineRunner, PipelineSplit, check_pipeline_options, keep_stage
 from fabric_fsdp._sharded import ShardedStrategy
 from fabric_fsdp._wrap import shard_module
 
@@ -27,10 +35,12 @@ ParallelizeFn = Callable[[nn.Module, DeviceMesh], nn.Module]
 
 
 class ModelParallelStrategy(ShardedStrategy):
-    """Your own parallelisation (DTensor tensor parallel, FSDP2) on a data x tensor device mesh.
+    """Your own parallelisation (DTensor tensor parallel, FSDP2, pipeline stages) on one named device mesh.
 
-    The processes form a 2-D ``DeviceMesh`` with axes ``"data_parallel"`` (size
-    ``data_parallel_size``) and ``"tensor_parallel"`` (size ``tensor_parallel_size``); ranks
+    The processes form a ``DeviceMesh`` with axes ``"data_parallel"`` (size
+    ``data_parallel_size``) and ``"tensor_parallel"`` (size ``tensor_parallel_size``),
+    preceded by ``"pipeline_parallel"`` under a pipeline, and with the data axis split
+    into ``"data_replicate"`` x ``"data_shard"`` under hybrid sharding; ranks
     are laid out row-major, so the processes of one tensor-parallel group are consecutive
     (on one node when the tensor-parallel size is the number of devices per node, the
     default). ``fabric.setup`` calls ``parallelize_fn(model, device_mesh)``, which typically
@@ -75,6 +85,37 @@ class ModelParallelStrategy(ShardedStrategy):
         precision: Lightning Fabric's name for ``precision_plugin``.
         async_save: Write sharded checkpoints in the background, as
             :class:`~fabric_fsdp.FSDPStrategy` does with ``async_save=True``.
+        data_parallel_replicate_size: How many replicas the data-parallel axis holds
+            (hybrid sharding, HSDP): the axis is then split into ``"data_replicate"`` (this
+            size) x ``"data_shard"`` (the rest); parameters are sharded within a replica
+            and gradients all-reduced across replicas. ``device_mesh["data_parallel"]`` stays
+            the whole axis (flattened), for the data loader and for a ``parallelize_fn``.
+        pipeline_parallel_size: The number of pipeline stages (1: no pipeline). The mesh
+            becomes ``("pipeline_parallel", "data_parallel", "tensor_parallel")``, and each
+            process keeps one stage of the model (see the guide's N-D parallelism page);
+            train with ``loss = fabric.forward_backward(model, x, target=y, loss_fn=...)``.
+        pipeline_split: Where the stages after the first begin: module names such as
+            ``["layers.4"]`` (children of the model, or entries of an ``nn.Sequential`` /
+            ``nn.ModuleList`` / ``nn.ModuleDict`` child), or a function
+            ``(model, stage_index, num_stages) -> stage module``.
+        pipeline_schedule: ``"1F1B"`` (the default: at most ``num_stages`` micro-batches of
+            activations alive) or ``"GPipe"`` (all forwards, then all backwards).
+        pipeline_microbatches: How many micro-batches each batch is split into; ``None``:
+            the number of stages. The batch size must be divisible by it.
+        tensor_parallel_plan: Without ``parallelize_fn``: a plan of
+            ``torch.distributed.tensor.parallel.parallelize_module`` (module name or
+            ``fnmatch`` pattern -> ``ColwiseParallel()``, ``RowwiseParallel()``, ...) that
+            :func:`default_parallelize` applies over the tensor-parallel axis before FSDP2
+            (under a pipeline, each stage takes the entries of its own modules).
+        activation_checkpointing: Without ``parallelize_fn``: ``True`` recomputes the
+            activations of every block :func:`default_units` finds, layer classes those
+            layers instead; ``False``: none. With ``parallelize_fn``, call
+            :func:`fabric_fsdp.prepare_blocks` in it instead.
+        compile_blocks: Without ``parallelize_fn``: compile each block on its own, after
+            checkpointing and before ``fully_shard`` (``True``: torch.compile's defaults; a
+            dict: ``torch.compile`` keywords). As with
+            :class:`~fabric_fsdp.FSDPStrategy`, it replaces a whole-model
+            ``torch.compile`` given to ``fabric.setup`` (said once).
 
     Everything after ``precision_plugin`` is keyword-only (the seed's order).
 
@@ -101,6 +142,14 @@ class ModelParallelStrategy(ShardedStrategy):
         start_method: StartMethod = "popen",
         precision: Precision | None = None,
         async_save: bool = False,
+        data_parallel_replicate_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        pipeline_split: PipelineSplit | None = None,
+        pipeline_schedule: str = "1F1B",
+        pipeline_microbatches: int | None = None,
+        tensor_parallel_plan: dict[str, ParallelStyle] | None = None,
+        activation_checkpointing: _blocks.LayerClasses = False,
+        compile_blocks: bool | dict[str, Any] = False,
     ) -> None:
         if accelerator is not None and not isinstance(accelerator, Accelerator) and callable(accelerator):
             raise TypeError(
@@ -118,8 +167,49 @@ class ModelParallelStrategy(ShardedStrategy):
                 raise ValueError(
                     f"ModelParallelStrategy({name}={size!r}) must be 'auto' or a positive integer."
                 )
+        check_pipeline_options(
+            pipeline_parallel_size, pipeline_split, pipeline_schedule, pipeline_microbatches
+        )
+        self._pipeline_size = pipeline_parallel_size
+        self._pipeline_split = pipeline_split
+        self._pipeline_schedule = pipeline_schedule
+        self._pipeline_microbatches = pipeline_microbatches or pipeline_parallel_size
+        self._pipelines: dict[int, PipelineRunner] = {}
+        self._outside_stage = WeakIdKeyDictionary()
+        if tensor_parallel_plan is not None:
+            if parallelize_fn is not None:
+                raise ValueError(
+                    "ModelParallelStrategy got both parallelize_fn and tensor_parallel_plan. Apply the plan in "
+                    "parallelize_fn (parallelize_module(model, device_mesh['tensor_parallel'], plan)), or drop "
+                    "parallelize_fn to let the default apply it."
+                )
+            if not isinstance(tensor_parallel_plan, dict) or not all(
+                isinstance(key, str) and isinstance(style, ParallelStyle)
+                for key, style in tensor_parallel_plan.items()
+            ):
+                raise TypeError(
+                    f"ModelParallelStrategy(tensor_parallel_plan={tensor_parallel_plan!r}) must map module names to "
+                    "parallel styles, e.g. {'attn.q': ColwiseParallel(), 'attn.out': RowwiseParallel()}."
+                )
+        self._tensor_parallel_plan = tensor_parallel_plan
         self._parallelize_fn = parallelize_fn
+        self._block_options = _blocks.resolve_block_options(
+            activation_checkpointing,
+            compile_blocks,
+            "ModelParallelStrategy",
+            custom=parallelize_fn is not None,
+        )
         self._requested_sizes = (data_parallel_size, tensor_parallel_size)
+        if (
+            isinstance(data_parallel_replicate_size, bool)
+            or not isinstance(data_parallel_replicate_size, int)
+            or data_parallel_replicate_size < 1
+        ):
+            raise ValueError(
+                f"ModelParallelStrategy(data_parallel_replicate_size={data_parallel_replicate_size!r}) must be a "
+                "positive integer (1: no replication, every data-parallel process holds a shard)."
+            )
+        self._replicas = data_parallel_replicate_size
         self._sizes: tuple[int, int] | None = None
         self._sharded_checkpoints = bool(save_distributed_checkpoint)
         self._device_mesh: DeviceMesh | None = None
@@ -149,14 +239,32 @@ class ModelParallelStrategy(ShardedStrategy):
         """
         super().configure(config)
         data, tensor = self._requested_sizes
-        if self._parallelize_fn is None and tensor == "auto":
+        splits_tensors = self._parallelize_fn is not None or self._tensor_parallel_plan is not None
+        if not splits_tensors and tensor == "auto":
             tensor = 1 if data == "auto" else tensor
-        self._sizes = resolve_parallel_sizes(data, tensor, self.num_nodes, self.num_processes)
-        if self._parallelize_fn is None and self._sizes[1] > 1:
+        if self._pipeline_size == 1:
+            self._sizes = resolve_parallel_sizes(data, tensor, self.num_nodes, self.num_processes)
+        else:
+            world = self.num_nodes * self.num_processes
+            if world % self._pipeline_size:
+                raise ValueError(
+                    f"ModelParallelStrategy(pipeline_parallel_size={self._pipeline_size}) does not divide the {world} "
+                    f"processes (devices x num_nodes). Pick a divisor of {world}, or change devices."
+                )
+            # The pipeline takes the outermost axis; data x tensor share what each stage has.
+            self._sizes = resolve_parallel_sizes(data, tensor, 1, world // self._pipeline_size)
+        if self._sizes[0] % self._replicas:
+            raise ValueError(
+                f"ModelParallelStrategy(data_parallel_replicate_size={self._replicas}) does not divide the "
+                f"data-parallel size {self._sizes[0]}. Pick a divisor of {self._sizes[0]}, or set "
+                "data_parallel_size to a multiple of it."
+            )
+        if not splits_tensors and self._sizes[1] > 1:
             warn_once(
                 f"ModelParallelStrategy has a tensor-parallel axis of {self._sizes[1]} processes but no "
-                "parallelize_fn, so the default (FSDP over the data-parallel axis) makes those processes compute "
-                "the same thing. Pass parallelize_fn=... with a tensor-parallel plan, or tensor_parallel_size=1."
+                "parallelize_fn or tensor_parallel_plan, so the default (FSDP over the data-parallel axis) makes "
+                "those processes compute the same thing. Pass tensor_parallel_plan={...} (or parallelize_fn=...), "
+                "or tensor_parallel_size=1."
             )
 
     @property
@@ -170,14 +278,33 @@ class ModelParallelStrategy(ShardedStrategy):
         return self._resolved_sizes()[1]
 
     @property
+    def pipeline_parallel_size(self) -> int:
+        """The number of pipeline stages (1: no pipeline)."""
+        return self._pipeline_size
+
+    @property
     def device_mesh(self) -> DeviceMesh:
-        """The 2-D mesh ``("data_parallel", "tensor_parallel")``, built on first use."""
+        """The device mesh, built on first use: ``("data_parallel", "tensor_parallel")``.
+
+        Under a pipeline it is ``("pipeline_parallel", "data_parallel", "tensor_parallel")``.
+
+        Ranks are laid out row-major: the processes of a tensor-parallel group are
+        consecutive, then those of a data-parallel group; a pipeline's stages are the
+        farthest apart.
+        """
         if self._device_mesh is None:
-            self._device_mesh = init_device_mesh(
-                self.root_device.type,
-                self._resolved_sizes(),
-                mesh_dim_names=("data_parallel", "tensor_parallel"),
-            )
+            data, tensor = self._resolved_sizes()
+            shape: tuple[int, ...] = (data, tensor)
+            names: tuple[str, ...] = ("data_parallel", "tensor_parallel")
+            if self._replicas > 1:
+                shape = (self._replicas, data // self._replicas, tensor)
+                names = ("data_replicate", "data_shard", "tensor_parallel")
+            if self._pipeline_size > 1:
+                shape, names = (self._pipeline_size, *shape), ("pipeline_parallel", *names)
+            mesh = init_device_mesh(self.root_device.type, shape, mesh_dim_names=names)
+            if self._replicas > 1:
+                mesh["data_replicate", "data_shard"]._flatten("data_parallel")
+            self._device_mesh = mesh
         return self._device_mesh
 
     @property
@@ -185,12 +312,110 @@ class ModelParallelStrategy(ShardedStrategy):
         """Shard data over the data-parallel axis: tensor-parallel peers read the same samples."""
         return {
             "num_replicas": self.data_parallel_size,
-            "rank": self.global_rank // self.tensor_parallel_size,
+            "rank": (self.global_rank // self.tensor_parallel_size) % self.data_parallel_size,
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_pipelines"] = {}
+        state["_outside_stage"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._outside_stage = WeakIdKeyDictionary()
+
+    def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """Re-point ``optimizer`` at the shards; under a pipeline, drop the parameters of other stages.
+
+        The parameter groups stay (empty where a group's parameters all live on other
+        stages), so learning-rate schedulers and the groups' hyperparameters keep their order.
+        """
+        if len(self._outside_stage):
+            for group in optimizer.param_groups:
+                group["params"][:] = [p for p in group["params"] if p not in self._outside_stage]
+        return super().setup_optimizer(optimizer)
+
+    def forward_backward(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> torch.Tensor:
+        """Under a pipeline, run the schedule over micro-batches; otherwise the plain step.
+
+        Every stage returns the mean micro-batch loss (broadcast from the last stage).
+
+        Raises:
+            ValueError: The precision scales the loss (``16-mixed``): pipeline schedules run
+                their own backward, which a loss scaler cannot reach.
+        """
+        runner = self._pipeline_for(module)
+        if runner is None:
+            return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
+        if getattr(self.precision, "scaler", None) is not None:
+            raise ValueError(
+                "A pipeline cannot train with a loss scaler (precision='16-mixed'): the schedule runs the backward "
+                "passes itself. Use precision='bf16-mixed' or '32-true'."
+            )
+        args, kwargs = self.precision.convert_input((args, kwargs))
+        return runner.step(args, kwargs, target, loss_fn, self.precision.forward_context())
+
+    def _pipeline_for(self, module: nn.Module) -> PipelineRunner | None:
+        if not self._pipelines:
+            return None
+        inner = module.module if isinstance(module, FabricModule) else module
+        runner = self._pipelines.get(id(inner))
+        if runner is None and len(self._pipelines) == 1:
+            runner = next(iter(self._pipelines.values()))
+        if runner is None:
+            raise ValueError(
+                "fabric.forward_backward() got a model that is not a pipeline stage set up by this strategy. "
+                "Pass the model returned by fabric.setup()."
+            )
+        return runner
+
+    def _clip_across(self) -> Any:
+        return self.device_mesh["pipeline_parallel"].get_group() if self._pipeline_size > 1 else None
+
     def _parallelize(self, module: nn.Module) -> nn.Module:
+        if self._pipeline_size > 1:
+            return self._parallelize_stage(module)
+        return self._parallelize_whole(module)
+
+    def _parallelize_stage(self, module: nn.Module) -> nn.Module:
+        assert self._pipeline_split is not None  # checked in __init__
+        stage_index = self.global_rank // (self.data_parallel_size * self.tensor_parallel_size)
+        before = list(module.parameters())
+        stage = keep_stage(module, stage_index, self._pipeline_size, self._pipeline_split)
+        kept = {id(p) for p in stage.parameters()}
+        for parameter in before:
+            if id(parameter) not in kept:
+                self._outside_stage[parameter] = True
+        stage = self._parallelize_whole(stage)
+        self._pipelines[id(stage)] = PipelineRunner(
+            stage,
+            stage_index,
+            self._pipeline_size,
+            self.root_device,
+            self.device_mesh["pipeline_parallel"].get_group(),
+            self._pipeline_schedule,
+            self._pipeline_microbatches,
+        )
+        return stage
+
+    def _parallelize_whole(self, module: nn.Module) -> nn.Module:
         if self._parallelize_fn is None:
-            return default_parallelize(module, self.device_mesh)
+            return default_parallelize(
+                module,
+                self.device_mesh,
+                tensor_parallel_plan=self._tensor_parallel_plan,
+                activation_checkpointing=self._block_options.checkpoint,
+                compile_blocks=self._block_options.compile_kwargs,
+            )
         result = self._parallelize_fn(module, self.device_mesh)
         if not isinstance(result, nn.Module):
             raise TypeError(
@@ -204,6 +429,10 @@ class ModelParallelStrategy(ShardedStrategy):
             )
         return result
 
+    def keep_whole_model_compile(self, compiled: nn.Module) -> bool:
+        """``False`` with ``compile_blocks``: ``fabric.setup(torch.compile(model))`` compiles per block (said once)."""
+        return _blocks.keeps_whole_model_compile(self._block_options.compile_kwargs, "ModelParallelStrategy")
+
     def _resolved_sizes(self) -> tuple[int, int]:
         if self._sizes is None:
             raise RuntimeError("ModelParallelStrategy has no mesh sizes yet; build it through Fabric.")
@@ -213,26 +442,63 @@ class ModelParallelStrategy(ShardedStrategy):
         return f"ModelParallelStrategy(sizes={self._sizes or self._requested_sizes}, precision={self._precision!r})"
 
 
-def default_parallelize(model: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-    """What ``ModelParallelStrategy`` does without ``parallelize_fn``: FSDP2 over the data-parallel axis.
+def default_parallelize(
+    model: nn.Module,
+    device_mesh: DeviceMesh,
+    *,
+    tensor_parallel_plan: dict[str, ParallelStyle] | None = None,
+    activation_checkpointing: _blocks.LayerClasses = False,
+    compile_blocks: bool | dict[str, Any] | None = False,
+) -> nn.Module:
+    """What ``ModelParallelStrategy`` does without ``parallelize_fn``: (tensor parallel, then) FSDP2 per block.
+
+    With ``tensor_parallel_plan``, ``parallelize_module`` first splits the planned layers
+    over ``device_mesh["tensor_parallel"]`` (entries that name no module of ``model``, such
+    as another pipeline stage's, are left out).
 
     Each child block of ``model`` gets its own ``fully_shard`` (children that hold
     parameters; the contents of ``nn.ModuleList`` / ``nn.ModuleDict`` containers count as
     children; blocks that share a parameter with another block, as tied embeddings do,
     are left to the root), then ``model`` itself, all on ``device_mesh["data_parallel"]``.
     So only one block's parameters are gathered at a time, as with
-    ``FSDPStrategy(auto_wrap_policy=...)`` for the model's blocks.
+    ``FSDPStrategy(auto_wrap_policy=...)`` for the model's blocks. Before sharding, the
+    blocks are checkpointed and compiled as :func:`fabric_fsdp.prepare_blocks` does.
     """
-    units = {id(unit) for unit in default_units(model)}
+    if tensor_parallel_plan:
+        plan = {key: style for key, style in tensor_parallel_plan.items() if _names_a_module(model, key)}
+        if plan:
+            parallelize_module(model, device_mesh["tensor_parallel"], plan)
+    blocks = default_units(model)
+    if activation_checkpointing is not False or compile_blocks not in (False, None):
+        _blocks.prepare_blocks(model, blocks, checkpoint=activation_checkpointing, compile=compile_blocks)
+    units = {id(unit) for unit in blocks}
     return shard_module(
         model,
-        mesh=device_mesh["data_parallel"],
+        mesh=_data_mesh(device_mesh),
         reshard_after_forward=True,
         wrap_predicate=lambda module, unclaimed: id(module) in units,
         mp_policy=MixedPrecisionPolicy(),
         offload_policy=OffloadPolicy(),
         forward_prefetch=False,
     )
+
+
+def _names_a_module(model: nn.Module, key: str) -> bool:
+    """Whether a plan key (dotted names, each may be an ``fnmatch`` pattern) matches a submodule of ``model``."""
+    level = [model]
+    for token in key.split("."):
+        level = [child for module in level for name, child in module.named_children() if fnmatch(name, token)]
+        if not level:
+            return False
+    return True
+
+
+def _data_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
+    """The mesh ``fully_shard`` gets: 2-D ``(data_replicate, data_shard)`` for hybrid sharding, else the data axis."""
+    names = device_mesh.mesh_dim_names or ()
+    if "data_replicate" in names:
+        return device_mesh["data_replicate", "data_shard"]
+    return device_mesh["data_parallel"]
 
 
 def default_units(model: nn.Module) -> list[nn.Module]:

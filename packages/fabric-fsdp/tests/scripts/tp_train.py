@@ -1,6 +1,6 @@
 """Tensor parallel (x data parallel) training with ModelParallelStrategy on CPU processes.
 
-Usage: python tp_train.py OUT_DIR DEVICES DATA_PARALLEL_SIZE [--meta]
+Usage: python tp_train.py OUT_DIR DEVICES DATA_PARALLEL_SIZE [--meta] [--plan]
 
 Rank 0 writes OUT_DIR/params.pt (the trained parameters, full tensors); every rank takes
 part in writing the sharded checkpoint OUT_DIR/checkpoint.
@@ -91,6 +91,8 @@ def main(fabric: Fabric, out_dir: Path, devices: int, data_parallel: int, meta: 
         net = make()
     net, opt = fabric.setup(net, torch.optim.Adam(net.parameters(), lr=LR))
     assert isinstance(net.module.up.weight, DTensor)
+    # column-wise over the tensor axis (then FSDP over the data axis): each process holds 16 / (dp * tp) rows
+    assert net.module.up.weight.to_local().shape[0] == 16 // devices, net.module.up.weight.placements
     initial = full_state(net)
     assert all(torch.equal(initial[k], v) for k, v in make().state_dict().items()), "initial weights differ"
     loader = fabric.setup_dataloaders(DataLoader(data(), batch_size=GLOBAL_BATCH // data_parallel))
@@ -108,9 +110,11 @@ def main(fabric: Fabric, out_dir: Path, devices: int, data_parallel: int, meta: 
 
 if __name__ == "__main__":
     out, devices, data_parallel = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    strategy = ModelParallelStrategy(
-        parallelize_fn=parallelize, data_parallel_size=data_parallel, start_method="fork"
-    )
+    if "--plan" in sys.argv:  # the default parallelize function with a plan, instead of parallelize_fn
+        split = {"tensor_parallel_plan": {"up": ColwiseParallel(), "down": RowwiseParallel()}}
+    else:
+        split = {"parallelize_fn": parallelize}
+    strategy = ModelParallelStrategy(data_parallel_size=data_parallel, start_method="fork", **split)
     Fabric(accelerator="cpu", devices=devices, strategy=strategy).launch(
         main, out, devices, data_parallel, "--meta" in sys.argv
     )

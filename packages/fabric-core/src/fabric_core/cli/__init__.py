@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from fabric_core.cli import checkpoint as checkpoint_command
+from fabric_core.cli import estimate as estimate_command
 from fabric_core.cli import run as run_command
 
 __all__ = ["build_parser", "main"]
@@ -24,6 +25,7 @@ _LISTINGS = {
 _MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {
     "run": "fabric_core.cli.run",
     "checkpoint": "fabric_core.cli.checkpoint",
+    "estimate": "fabric_core.cli.estimate",
 }
 
 
@@ -46,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_help = "Work with checkpoints: inspect one, or convert it between full and sharded."
     checkpoint_parser = commands.add_parser("checkpoint", help=checkpoint_help, description=checkpoint_help)
     checkpoint_command.add_arguments(checkpoint_parser)
+    estimate_help = "Estimate per-rank memory of parameters, gradients and optimizer state, before a run."
+    estimate_parser = commands.add_parser(
+        "estimate", help=estimate_help, description=estimate_command.__doc__
+    )
+    estimate_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    estimate_command.add_arguments(estimate_parser)
     for name, help_text in _LISTINGS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--json", action="store_true", help="print machine-readable JSON")

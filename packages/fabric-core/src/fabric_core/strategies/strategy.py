@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from fabric_core.utilities.checkpoint import (
 from fabric_core.utilities.init import SkipParameterInit
 
 __all__ = ["Strategy"]
+
+if TYPE_CHECKING:
+    from fabric_core.utilities.memory_layout import MemoryEstimate
 
 _T = TypeVar("_T")
 
@@ -251,6 +254,15 @@ class Strategy:
         self.module_to_device(module)
         return module
 
+    def keep_whole_model_compile(self, compiled: nn.Module) -> bool:
+        """Whether ``fabric.setup(torch.compile(model))`` compiles the set-up model as a whole.
+
+        ``True`` by default: the user's ``torch.compile`` options are applied on top of the
+        module :meth:`setup_module` returns. A strategy that compiles parts of the model
+        itself (e.g. per block) returns ``False`` (and says so) to drop the whole-model one.
+        """
+        return True
+
     def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
         """Return the optimizer to use (unchanged by default)."""
         return optimizer
@@ -282,6 +294,28 @@ class Strategy:
         """Move every tensor in ``batch`` to ``device`` (the root device by default)."""
         return move_to_device(batch, device or self.root_device)
 
+    def estimate_memory(self, module: nn.Module, optimizer: str) -> MemoryEstimate:
+        """Per-rank bytes of ``module``'s parameters, gradients and ``optimizer`` state under this strategy.
+
+        ``module`` is usually on the meta device; nothing is allocated or communicated. The
+        default is replication in the precision plugin's parameter dtype; strategies that
+        shard override it. See :func:`fabric_core.utilities.memory.estimate_memory`.
+        """
+        from fabric_core.utilities.memory_layout import (
+            default_dtype_of,
+            planned_world_size,
+            replicated_estimate,
+        )
+
+        return replicated_estimate(
+            module,
+            optimizer,
+            strategy=type(self).__name__,
+            world_size=planned_world_size(self),
+            precision=repr(self.precision),
+            dtype_of=default_dtype_of(self.precision),
+        )
+
     # -- training step ------------------------------------------------------------------
 
     def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
@@ -291,6 +325,25 @@ class Strategy:
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Step the optimizer through the precision plugin."""
         return self.precision.optimizer_step(optimizer, **kwargs)
+
+    def forward_backward(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> torch.Tensor:
+        """The forward and backward of one batch; the loss, detached (``fabric.forward_backward``).
+
+        Here: ``loss = loss_fn(module(*args, **kwargs), target)``, then ``backward(loss)``
+        (``fabric.backward``). A pipeline strategy overrides it to run its schedule over
+        micro-batches instead, so one loop serves both.
+        """
+        loss = loss_fn(module(*args, **kwargs), target)
+        backward(loss)
+        return loss.detach()
 
     def clip_gradients_norm(
         self,
