@@ -1,4 +1,4 @@
-"""Applying ``fully_shard`` (and activation checkpointing) to the submodules a policy selects.
+"""Applying ``fully_shard`` to the submodules a policy selects (checkpointing and compile: ``_blocks``).
 
 FSDP2 groups parameters by the module ``fully_shard`` was called on: each group is
 all-gathered in one collective before that module's forward and reduce-scattered in one
@@ -17,7 +17,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, OffloadPoli
 
 from fabric_fsdp._options import ModulePredicate
 
-__all__ = ["apply_activation_checkpointing", "select_modules", "shard_module"]
+__all__ = ["select_modules", "shard_module"]
 
 
 def select_modules(root: nn.Module, predicate: ModulePredicate) -> list[nn.Module]:
@@ -42,20 +42,6 @@ def select_modules(root: nn.Module, predicate: ModulePredicate) -> list[nn.Modul
         return unclaimed
 
     visit(root)
-    return chosen
-
-
-def apply_activation_checkpointing(root: nn.Module, predicate: ModulePredicate) -> list[nn.Module]:
-    """Recompute the activations of the selected submodules in backward instead of keeping them.
-
-    Uses the composable ``torch.distributed._composable.checkpoint``, which adds hooks and
-    leaves module names (and so state-dict keys) unchanged. Returns the modules it applied to.
-    """
-    from torch.distributed._composable.checkpoint_activation import checkpoint
-
-    chosen = select_modules(root, predicate)
-    for module in chosen:
-        checkpoint(module)
     return chosen
 
 

@@ -336,6 +336,7 @@ class ModelParallelStrategy(ShardedStrategy):
                 group["params"][:] = [p for p in group["params"] if p not in self._outside_stage]
         return super().setup_optimizer(optimizer)
 
+    # Same parameters as Strategy.forward_backward (the contract every strategy keeps); only the body is its own.
     def forward_backward(
         self,
         module: nn.Module,
