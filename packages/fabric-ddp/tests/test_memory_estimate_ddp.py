@@ -15,6 +15,7 @@ from fabric_core.utilities.memory import estimate_memory
 
 SCRIPT = Path(__file__).parent / "scripts" / "memory_estimate.py"
 TOLERANCE = 0.05
+DDP_ON_3 = ("--strategy", "ddp", "--devices", "3", "--optimizer", "sgd")
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,16 @@ def test_the_replicated_estimate_is_within_5_percent_of_the_real_bytes(measured,
         ("optimizer", estimate.optimizer_bytes),
     ):
         assert value == pytest.approx(real[kind], rel=TOLERANCE), (kind, value, real[kind])
+
+
+def test_the_cli_estimates_ddp_at_any_number_of_processes(tmp_path: Path):
+    script = tmp_path / "models.py"
+    script.write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 3)\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric_core", "estimate", "--model", f"{script}:build", *DDP_ON_3],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "strategy=ddp world_size=3" in result.stdout
