@@ -90,6 +90,12 @@ class ModelParallelStrategy(ShardedStrategy):
             size) x ``"data_shard"`` (the rest); parameters are sharded within a replica
             and gradients all-reduced across replicas. ``device_mesh["data_parallel"]`` stays
             the whole axis (flattened), for the data loader and for a ``parallelize_fn``.
+        context_parallel_size: Split each sequence over this many processes (ring attention
+            of ``torch.distributed.tensor.experimental.context_parallel``; CUDA only). The
+            mesh gains ``"context_parallel"`` between the data and tensor axes; FSDP2
+            shards over data x context (``device_mesh["data_context"]``), and
+            ``fabric.forward_backward`` shards the inputs and the target along dimension 1
+            (the sequence) for each step. Not combined with a pipeline or with replicas yet.
         pipeline_parallel_size: The number of pipeline stages (1: no pipeline). The mesh
             becomes ``("pipeline_parallel", "data_parallel", "tensor_parallel")``, and each
             process keeps one stage of the model (see the guide's N-D parallelism page);
@@ -143,6 +149,7 @@ class ModelParallelStrategy(ShardedStrategy):
         precision: Precision | None = None,
         async_save: bool = False,
         data_parallel_replicate_size: int = 1,
+        context_parallel_size: int = 1,
         pipeline_parallel_size: int = 1,
         pipeline_split: PipelineSplit | None = None,
         pipeline_schedule: str = "1F1B",
@@ -210,6 +217,22 @@ class ModelParallelStrategy(ShardedStrategy):
                 "positive integer (1: no replication, every data-parallel process holds a shard)."
             )
         self._replicas = data_parallel_replicate_size
+        if (
+            isinstance(context_parallel_size, bool)
+            or not isinstance(context_parallel_size, int)
+            or context_parallel_size < 1
+        ):
+            raise ValueError(
+                f"ModelParallelStrategy(context_parallel_size={context_parallel_size!r}) must be a positive integer "
+                "(1: every process holds whole sequences)."
+            )
+        if context_parallel_size > 1 and (pipeline_parallel_size > 1 or data_parallel_replicate_size > 1):
+            raise ValueError(
+                f"ModelParallelStrategy(context_parallel_size={context_parallel_size}) cannot be combined with "
+                "pipeline_parallel_size or data_parallel_replicate_size above 1 yet. Combine context parallelism "
+                "with data (sharded) and tensor parallelism only."
+            )
+        self._context_size = context_parallel_size
         self._sizes: tuple[int, int] | None = None
         self._sharded_checkpoints = bool(save_distributed_checkpoint)
         self._device_mesh: DeviceMesh | None = None
@@ -242,17 +265,25 @@ class ModelParallelStrategy(ShardedStrategy):
         splits_tensors = self._parallelize_fn is not None or self._tensor_parallel_plan is not None
         if not splits_tensors and tensor == "auto":
             tensor = 1 if data == "auto" else tensor
-        if self._pipeline_size == 1:
+        if self._context_size > 1 and self.root_device.type != "cuda":
+            raise ValueError(
+                f"ModelParallelStrategy(context_parallel_size={self._context_size}) needs CUDA devices: torch's "
+                f"ring attention runs on the CUDA kernels of scaled_dot_product_attention, and this run is on "
+                f"{self.root_device.type}. Use context_parallel_size=1 here."
+            )
+        outer = self._pipeline_size * self._context_size
+        if outer == 1:
             self._sizes = resolve_parallel_sizes(data, tensor, self.num_nodes, self.num_processes)
         else:
             world = self.num_nodes * self.num_processes
-            if world % self._pipeline_size:
+            if world % outer:
+                given = "pipeline_parallel_size" if self._pipeline_size > 1 else "context_parallel_size"
                 raise ValueError(
-                    f"ModelParallelStrategy(pipeline_parallel_size={self._pipeline_size}) does not divide the {world} "
-                    f"processes (devices x num_nodes). Pick a divisor of {world}, or change devices."
+                    f"ModelParallelStrategy({given}={outer}) does not divide the {world} processes "
+                    f"(devices x num_nodes). Pick a divisor of {world}, or change devices."
                 )
-            # The pipeline takes the outermost axis; data x tensor share what each stage has.
-            self._sizes = resolve_parallel_sizes(data, tensor, 1, world // self._pipeline_size)
+            # The pipeline (or context) axis is set; data x tensor share what is left.
+            self._sizes = resolve_parallel_sizes(data, tensor, 1, world // outer)
         if self._sizes[0] % self._replicas:
             raise ValueError(
                 f"ModelParallelStrategy(data_parallel_replicate_size={self._replicas}) does not divide the "
@@ -278,6 +309,11 @@ class ModelParallelStrategy(ShardedStrategy):
         return self._resolved_sizes()[1]
 
     @property
+    def context_parallel_size(self) -> int:
+        """How many processes share each sequence (1: no context parallelism)."""
+        return self._context_size
+
+    @property
     def pipeline_parallel_size(self) -> int:
         """The number of pipeline stages (1: no pipeline)."""
         return self._pipeline_size
@@ -299,11 +335,16 @@ class ModelParallelStrategy(ShardedStrategy):
             if self._replicas > 1:
                 shape = (self._replicas, data // self._replicas, tensor)
                 names = ("data_replicate", "data_shard", "tensor_parallel")
+            if self._context_size > 1:
+                shape = (data, self._context_size, tensor)
+                names = ("data_parallel", "context_parallel", "tensor_parallel")
             if self._pipeline_size > 1:
                 shape, names = (self._pipeline_size, *shape), ("pipeline_parallel", *names)
             mesh = init_device_mesh(self.root_device.type, shape, mesh_dim_names=names)
             if self._replicas > 1:
                 mesh["data_replicate", "data_shard"]._flatten("data_parallel")
+            if self._context_size > 1:
+                mesh["data_parallel", "context_parallel"]._flatten("data_context")
             self._device_mesh = mesh
         return self._device_mesh
 
@@ -312,7 +353,8 @@ class ModelParallelStrategy(ShardedStrategy):
         """Shard data over the data-parallel axis: tensor-parallel peers read the same samples."""
         return {
             "num_replicas": self.data_parallel_size,
-            "rank": (self.global_rank // self.tensor_parallel_size) % self.data_parallel_size,
+            "rank": (self.global_rank // (self.tensor_parallel_size * self._context_size))
+            % self.data_parallel_size,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -354,6 +396,8 @@ class ModelParallelStrategy(ShardedStrategy):
             ValueError: The precision scales the loss (``16-mixed``): pipeline schedules run
                 their own backward, which a loss scaler cannot reach.
         """
+        if self._context_size > 1:
+            return self._forward_backward_in_context(module, args, kwargs, target, loss_fn, backward)
         runner = self._pipeline_for(module)
         if runner is None:
             return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
@@ -364,6 +408,27 @@ class ModelParallelStrategy(ShardedStrategy):
             )
         args, kwargs = self.precision.convert_input((args, kwargs))
         return runner.step(args, kwargs, target, loss_fn, self.precision.forward_context())
+
+    def _forward_backward_in_context(
+        self,
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> torch.Tensor:
+        """The plain step with every input tensor and the target sharded along the sequence (dimension 1)."""
+        from torch.distributed.tensor.experimental import context_parallel
+
+        buffers = [t for t in (*args, *kwargs.values(), target) if isinstance(t, torch.Tensor)]
+        with context_parallel(
+            self.device_mesh["context_parallel"],
+            buffers=buffers,
+            buffer_seq_dims=[1] * len(buffers),
+            no_restore_buffers=set(buffers),
+        ):
+            return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
 
     def _pipeline_for(self, module: nn.Module) -> PipelineRunner | None:
         if not self._pipelines:
@@ -422,11 +487,13 @@ class ModelParallelStrategy(ShardedStrategy):
             raise TypeError(
                 f"parallelize_fn must return the model, got {type(result).__name__}. End it with `return model`."
             )
-        if self.data_parallel_size > 1 and not any(isinstance(m, FSDPModule) for m in result.modules()):
+        averaged = self.data_parallel_size * self._context_size
+        if averaged > 1 and not any(isinstance(m, FSDPModule) for m in result.modules()):
+            axis = "data_context" if self._context_size > 1 else "data_parallel"
             raise ValueError(
-                f"The data-parallel axis has {self.data_parallel_size} processes, but parallelize_fn applied no "
+                f"The data-parallel (x context) axes have {averaged} processes, but parallelize_fn applied no "
                 "fully_shard, so their gradients would never be averaged. Call "
-                "fully_shard(model, mesh=device_mesh['data_parallel']) at the end of parallelize_fn."
+                f"fully_shard(model, mesh=device_mesh[{axis!r}]) at the end of parallelize_fn."
             )
         return result
 
@@ -497,6 +564,8 @@ def _names_a_module(model: nn.Module, key: str) -> bool:
 def _data_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
     """The mesh ``fully_shard`` gets: 2-D ``(data_replicate, data_shard)`` for hybrid sharding, else the data axis."""
     names = device_mesh.mesh_dim_names or ()
+    if "context_parallel" in names:
+        return device_mesh["data_context"]
     if "data_replicate" in names:
         return device_mesh["data_replicate", "data_shard"]
     return device_mesh["data_parallel"]
