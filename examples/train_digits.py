@@ -5,7 +5,10 @@ The data ships inside scikit-learn, so nothing is downloaded. Run it on one CPU:
     python examples/train_digits.py
 
 and on other hardware by changing the Fabric arguments only, e.g.
-``--accelerator cuda --devices 2 --strategy ddp --precision bf16-mixed``.
+``--accelerator cuda --devices 2 --strategy ddp --precision bf16-mixed``, or under the
+launcher, which then sets them: ``fabric run --devices 2 --strategy ddp examples/train_digits.py``.
+Flags left out are left to Fabric (and so to ``fabric run``). The checkpoint is written
+to ``checkpoints/digits-<strategy>``, so runs under different strategies do not collide.
 """
 
 from __future__ import annotations
@@ -33,16 +36,15 @@ def build_data() -> tuple[TensorDataset, TensorDataset]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--strategy", default="auto")
-    parser.add_argument("--devices", default="1")
-    parser.add_argument("--precision", default="32-true")
+    for flag in ("accelerator", "strategy", "devices", "precision"):
+        parser.add_argument(
+            f"--{flag}", help=f"Fabric's {flag} (default: Fabric's, or what `fabric run` set)"
+        )
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
 
-    fabric = Fabric(
-        accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision
-    )
+    chosen = {flag: getattr(args, flag) for flag in ("accelerator", "strategy", "devices", "precision")}
+    fabric = Fabric(**{flag: value for flag, value in chosen.items() if value is not None})
     fabric.launch()
     seed_everything(42)
 
@@ -78,8 +80,9 @@ def main() -> None:
             f"epoch {epoch:2d}  train loss {train_loss.item():.4f}  test accuracy {accuracy.item():.3f}"
         )
 
-    fabric.save("checkpoints/digits.pt", {"model": model, "optimizer": optimizer, "epoch": args.epochs})
-    fabric.print("saved checkpoints/digits.pt")
+    path = f"checkpoints/digits-{type(fabric.strategy).__name__}"
+    fabric.save(path, {"model": model, "optimizer": optimizer, "epoch": args.epochs})
+    fabric.print(f"saved {path}")
 
 
 if __name__ == "__main__":
