@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 from torch import nn
 
 from fabric_core.utilities.memory_layout import (
+    ByteTally,
     MemoryEstimate,
     check_optimizer_kind,
     optimizer_state_bytes,
@@ -89,16 +90,7 @@ def estimate_zero(strategy: DeepSpeedStrategy, module: nn.Module, optimizer: str
     if zero_offloads(config, "offload_param"):
         notes.append("offload_param: the parameter partitions are in CPU (or NVMe) memory between uses")
     notes.append("not counted: DeepSpeed's communication buckets (reduce_bucket_size, allgather_bucket_size)")
-    return MemoryEstimate(
-        strategy=type(strategy).__name__,
-        world_size=world,
-        precision=repr(strategy.precision),
-        optimizer=optimizer,
-        parameter_bytes=parameter,
-        gradient_bytes=gradient,
-        optimizer_bytes=state,
-        notes=tuple(notes),
-    )
+    return ByteTally(optimizer, parameter, gradient, state).estimate(strategy, world, notes)
 
 
 def zero_offloads(config: dict[str, object], section: str) -> bool:

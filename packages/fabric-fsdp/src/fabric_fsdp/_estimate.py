@@ -23,10 +23,10 @@ import torch.distributed as dist
 from torch import nn
 
 from fabric_core.utilities.memory_layout import (
+    ByteTally,
     MemoryEstimate,
     check_optimizer_kind,
     default_dtype_of,
-    optimizer_state_bytes,
     planned_world_size,
     trainable,
 )
@@ -90,25 +90,12 @@ def _dim0_sharded(
     strategy: ShardedStrategy, module: nn.Module, optimizer: str, world: int, shards: int, notes: list[str]
 ) -> MemoryEstimate:
     dtype_of = default_dtype_of(strategy.precision)
-    parameter = gradient = state = 0
+    tally = ByteTally(optimizer)
     for param in trainable(module):
         rows = param.shape[0] if param.dim() > 0 else 1
         local = shard_rows(rows, shards) * (param.numel() // rows if rows else 0)
-        itemsize = dtype_of(param).itemsize
-        parameter += local * itemsize
-        if param.requires_grad:
-            gradient += local * itemsize
-            state += optimizer_state_bytes(optimizer, local, itemsize, 1)
-    return MemoryEstimate(
-        strategy=type(strategy).__name__,
-        world_size=world,
-        precision=repr(strategy.precision),
-        optimizer=optimizer,
-        parameter_bytes=parameter,
-        gradient_bytes=gradient,
-        optimizer_bytes=state,
-        notes=tuple(notes),
-    )
+        tally.add(local, dtype_of(param).itemsize, param.requires_grad)
+    return tally.estimate(strategy, world, notes)
 
 
 def _traced(strategy: ModelParallelStrategy, module: nn.Module, optimizer: str, world: int) -> MemoryEstimate:
@@ -136,14 +123,10 @@ def _traced(strategy: ModelParallelStrategy, module: nn.Module, optimizer: str, 
     try:
         sharded = strategy._parallelize(module)
         dtype_of = default_dtype_of(strategy.precision)
-        parameter = gradient = state = 0
+        tally = ByteTally(optimizer)
         for param in trainable(sharded):
             local: torch.Tensor = param.to_local() if isinstance(param, DTensor) else param
-            size = local.numel() * dtype_of(local).itemsize
-            parameter += size
-            if param.requires_grad:
-                gradient += size
-                state += optimizer_state_bytes(optimizer, local.numel(), dtype_of(local).itemsize, 1)
+            tally.add(local.numel(), dtype_of(local).itemsize, param.requires_grad)
         mesh = dict(zip(strategy.device_mesh.mesh_dim_names or (), strategy.device_mesh.shape, strict=True))
     finally:
         strategy._device_mesh = None  # the fake group's mesh must not outlive it
@@ -154,23 +137,12 @@ def _traced(strategy: ModelParallelStrategy, module: nn.Module, optimizer: str, 
         else "the default plan (FSDP2 over the data axis)"
     )
     axes = " x ".join(f"{name}={size}" for name, size in mesh.items())
-    return MemoryEstimate(
-        strategy=type(strategy).__name__,
-        world_size=world,
-        precision=repr(strategy.precision),
-        optimizer=optimizer,
-        parameter_bytes=parameter,
-        gradient_bytes=gradient,
-        optimizer_bytes=state,
-        notes=(
-            f"{plan} was run on the meta-device model over a fake {axes} mesh (no processes, no communication); "
-            "figures are rank 0's local shards",
-            *(
-                [
-                    "a MixedPrecisionPolicy in parallelize_fn changes only the gathered dtype, not the shards counted"
-                ]
-                if strategy._parallelize_fn is not None
-                else []
-            ),
-        ),
-    )
+    notes = [
+        f"{plan} was run on the meta-device model over a fake {axes} mesh (no processes, no communication); "
+        "figures are rank 0's local shards"
+    ]
+    if strategy._parallelize_fn is not None:
+        notes.append(
+            "a MixedPrecisionPolicy in parallelize_fn changes only the gathered dtype, not the shards counted"
+        )
+    return tally.estimate(strategy, world, notes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from fnmatch import fnmatch
 from typing import Any
@@ -397,7 +398,8 @@ class ModelParallelStrategy(ShardedStrategy):
                 their own backward, which a loss scaler cannot reach.
         """
         if self._context_size > 1:
-            return self._forward_backward_in_context(module, args, kwargs, target, loss_fn, backward)
+            with self._sequence_shards((*args, *kwargs.values(), target)):
+                return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
         runner = self._pipeline_for(module)
         if runner is None:
             return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
@@ -409,26 +411,17 @@ class ModelParallelStrategy(ShardedStrategy):
         args, kwargs = self.precision.convert_input((args, kwargs))
         return runner.step(args, kwargs, target, loss_fn, self.precision.forward_context())
 
-    def _forward_backward_in_context(
-        self,
-        module: nn.Module,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        target: Any,
-        loss_fn: Callable[..., torch.Tensor],
-        backward: Callable[[torch.Tensor], None],
-    ) -> torch.Tensor:
-        """The plain step with every input tensor and the target sharded along the sequence (dimension 1)."""
+    def _sequence_shards(self, values: tuple[Any, ...]) -> AbstractContextManager[None]:
+        """Ring attention for the step, with every tensor of ``values`` sharded in place along dimension 1."""
         from torch.distributed.tensor.experimental import context_parallel
 
-        buffers = [t for t in (*args, *kwargs.values(), target) if isinstance(t, torch.Tensor)]
-        with context_parallel(
+        buffers = [value for value in values if isinstance(value, torch.Tensor)]
+        return context_parallel(
             self.device_mesh["context_parallel"],
             buffers=buffers,
             buffer_seq_dims=[1] * len(buffers),
             no_restore_buffers=set(buffers),
-        ):
-            return super().forward_backward(module, args, kwargs, target, loss_fn, backward)
+        )
 
     def _pipeline_for(self, module: nn.Module) -> PipelineRunner | None:
         if not self._pipelines:

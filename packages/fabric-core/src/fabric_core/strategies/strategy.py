@@ -301,20 +301,9 @@ class Strategy:
         default is replication in the precision plugin's parameter dtype; strategies that
         shard override it. See :func:`fabric_core.utilities.memory.estimate_memory`.
         """
-        from fabric_core.utilities.memory_layout import (
-            default_dtype_of,
-            planned_world_size,
-            replicated_estimate,
-        )
+        from fabric_core.utilities.memory_layout import replicated_estimate
 
-        return replicated_estimate(
-            module,
-            optimizer,
-            strategy=type(self).__name__,
-            world_size=planned_world_size(self),
-            precision=repr(self.precision),
-            dtype_of=default_dtype_of(self.precision),
-        )
+        return replicated_estimate(self, module, optimizer)
 
     # -- training step ------------------------------------------------------------------
 

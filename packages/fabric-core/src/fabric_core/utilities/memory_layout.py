@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPTIMIZER_KINDS",
     "STEP_BYTES",
+    "ByteTally",
     "MemoryEstimate",
     "check_optimizer_kind",
     "default_dtype_of",
@@ -94,6 +95,36 @@ class MemoryEstimate:
         return "\n".join(lines)
 
 
+@dataclass
+class ByteTally:
+    """Running per-rank totals of parameter, gradient and optimizer-state bytes, for one optimizer kind."""
+
+    optimizer: str
+    parameter: int = 0
+    gradient: int = 0
+    state: int = 0
+
+    def add(self, numel: int, itemsize: int, requires_grad: bool = True) -> None:
+        """Count a tensor of ``numel`` elements this rank holds; with a gradient and optimizer state if trained."""
+        self.parameter += numel * itemsize
+        if requires_grad:
+            self.gradient += numel * itemsize
+            self.state += optimizer_state_bytes(self.optimizer, numel, itemsize, 1)
+
+    def estimate(self, strategy: Strategy, world_size: int, notes: Iterable[str] = ()) -> MemoryEstimate:
+        """The totals as ``strategy``'s :class:`MemoryEstimate` over ``world_size`` processes."""
+        return MemoryEstimate(
+            strategy=type(strategy).__name__,
+            world_size=world_size,
+            precision=repr(strategy.precision),
+            optimizer=self.optimizer,
+            parameter_bytes=self.parameter,
+            gradient_bytes=self.gradient,
+            optimizer_bytes=self.state,
+            notes=tuple(notes),
+        )
+
+
 def format_bytes(value: int) -> str:
     """``value`` in binary units (``1.5 GiB``)."""
     size = float(value)
@@ -150,51 +181,22 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
     return list(dict.fromkeys(module.parameters()))
 
 
-def replicated_estimate(
-    module: nn.Module,
-    optimizer: str,
-    *,
-    strategy: str,
-    world_size: int,
-    precision: str,
-    dtype_of: Callable[[torch.Tensor], torch.dtype] | None = None,
-    notes: Iterable[str] = (),
-) -> MemoryEstimate:
-    """Every rank holds every parameter, its gradient and its optimizer state.
+def replicated_estimate(strategy: Strategy, module: nn.Module, optimizer: str) -> MemoryEstimate:
+    """Every rank holds every parameter, its gradient and its optimizer state, in the precision's dtype.
 
-    Args:
-        module: The model (on the meta device or not; nothing is read).
-        optimizer: The optimizer kind.
-        strategy: The strategy's name for the estimate.
-        world_size: The number of processes.
-        precision: The precision string.
-        dtype_of: The dtype a parameter has on the device (default: its own).
-        notes: Added to the estimate's notes.
+    ``module`` may be on the meta device: only shapes and dtypes are read.
     """
     check_optimizer_kind(optimizer)
-    params = trainable(module)
-    parameter = gradient = state = 0
-    for param in params:
-        dtype = dtype_of(param) if dtype_of is not None else param.dtype
-        size = param.numel() * dtype.itemsize
-        parameter += size
-        if param.requires_grad:
-            gradient += size
-            state += optimizer_state_bytes(optimizer, param.numel(), dtype.itemsize, 1)
-    return MemoryEstimate(
-        strategy=strategy,
-        world_size=world_size,
-        precision=precision,
-        optimizer=optimizer,
-        parameter_bytes=parameter,
-        gradient_bytes=gradient,
-        optimizer_bytes=state,
-        notes=("every rank holds all parameters, gradients and optimizer state (replicated)", *notes),
-    )
+    dtype_of = default_dtype_of(strategy.precision)
+    tally = ByteTally(optimizer)
+    for param in trainable(module):
+        tally.add(param.numel(), dtype_of(param).itemsize, param.requires_grad)
+    notes = ("every rank holds all parameters, gradients and optimizer state (replicated)",)
+    return tally.estimate(strategy, planned_world_size(strategy), notes)
 
 
 def default_dtype_of(precision: Precision) -> Callable[[torch.Tensor], torch.dtype]:
-    """A ``dtype_of`` for :func:`replicated_estimate`: floating parameters take the precision's dtype."""
+    """The dtype a parameter has under ``precision``: floating parameters take the precision's dtype."""
     floating = {dtype: parameter_dtype(precision, dtype) for dtype in (torch.float32, torch.float64)}
 
     def dtype_of(param: torch.Tensor) -> torch.dtype:
