@@ -17,6 +17,8 @@ ROOT = Path(__file__).parent
 PYTHON = os.environ.get("FABRIC_PYTHON", "3.11")
 TORCH = os.environ.get("FABRIC_TORCH", "torch==2.13.0")
 TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3")
+# The examples' progress bar and plots (both optional in the scripts themselves).
+EXAMPLE_TOOLS = ("tqdm", "matplotlib")
 # torch_xla works only with the torch release of its own version: fabric-xla's session
 # installs this pair instead of TORCH.
 XLA_STACK = tuple(os.environ.get("FABRIC_XLA_STACK", "torch==2.9.0 torch_xla==2.9.0").split())
@@ -131,14 +133,18 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def portability(session: nox.Session) -> None:
-    """The seed's snippets, and one researcher's loop under every first-party CPU strategy.
+    """The seed's snippets, one researcher's loop under every first-party CPU strategy, the examples.
 
     The loop must give the same losses as one process and resume exactly. Needs every CPU
     plugin at once (DeepSpeed runs on its CPU accelerator, as in the
     deepspeed session, with the same cache for C++ ops that do get built).
     """
     session.install(
-        TORCH, *TEST_TOOLS, *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed")
+        TORCH,
+        *TEST_TOOLS,
+        *EXAMPLE_TOOLS,
+        "scikit-learn",
+        *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed"),
     )
     _deepspeed_on_cpu(session)
     session.run("pytest", "tests-portability", *session.posargs)
@@ -180,7 +186,23 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def example(session: nox.Session) -> None:
-    """Train the example classifier on scikit-learn's bundled digits data, on one CPU."""
+    """The main job: a character-level GPT on 2 CPU processes with FSDP, launched by `fabric run`.
+
+    Extra arguments go to the script (e.g. ``nox -s example -- --steps 50``). The run's
+    metrics, curves and checkpoint land in ``runs/char-gpt/fsdp/version_<N>``.
+    """
+    session.install(TORCH, *EXAMPLE_TOOLS, *_packages("fabric-core", "fabric-ddp", "fabric-fsdp"))
+    launch = "python -m fabric_core run --accelerator cpu --devices 2 --strategy fsdp".split()
+    session.run(
+        *launch,
+        "examples/train_char_gpt.py",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def digits(session: nox.Session) -> None:
+    """The one-minute example: a classifier on scikit-learn's bundled handwritten digits, on one CPU."""
     session.install(TORCH, "scikit-learn", *_packages("fabric-core"))
     session.run("python", "examples/train_digits.py", *session.posargs)
 
