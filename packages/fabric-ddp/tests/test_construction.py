@@ -100,6 +100,22 @@ def test_unknown_keyword_is_refused_naming_what_ddp_accepts():
         DDPStrategy(find_unused_params=True)
 
 
+class ClippingDDP(DDPStrategy):
+    def __init__(self, max_grad_norm: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_grad_norm = max_grad_norm
+
+
+def test_a_subclass_takes_its_own_arguments_and_the_unknown_argument_error_names_it():
+    strategy = ClippingDDP(max_grad_norm=0.5, start_method="spawn", find_unused_parameters=True)
+    assert strategy.max_grad_norm == 0.5 and strategy._ddp_kwargs == {"find_unused_parameters": True}
+    assert repr(strategy).startswith("ClippingDDP(")
+    with pytest.raises(
+        TypeError, match=r"^ClippingDDP got unknown argument\(s\) max_grad_nrom\. .*ClippingDDP's own"
+    ):
+        ClippingDDP(max_grad_nrom=0.5)
+
+
 @pytest.mark.parametrize(
     ("name", "start_method", "ddp_kwargs"),
     [

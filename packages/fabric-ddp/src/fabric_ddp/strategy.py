@@ -60,9 +60,9 @@ class DDPStrategy(ParallelStrategy):
     The parameters up to ``timeout`` may be given by position, in this order;
     ``accelerator``, ``start_method`` and ``precision`` are keyword-only.
 
-    Set-up runs in two steps: :meth:`setup_environment` selects the device and calls
-    :meth:`setup_distributed` (the process group), and :meth:`setup_module` calls
-    :meth:`configure_ddp` (device ids, communication hook, model averaging) and then
+    Set-up runs in two steps: `setup_environment` selects the device and calls
+    `setup_distributed` (the process group), and `setup_module` calls
+    `configure_ddp` (device ids, communication hook, model averaging) and then
     wraps the module with what it prepared.
 
     Raises:
@@ -102,7 +102,7 @@ class DDPStrategy(ParallelStrategy):
             start_method=start_method,
             precision=precision,
         )
-        _check_ddp_kwargs(kwargs)
+        _check_ddp_kwargs(type(self).__name__, kwargs)
         _check_comm_hook(ddp_comm_state, ddp_comm_hook, ddp_comm_wrapper)
         _check_model_averaging(model_averaging_period, ddp_comm_state, ddp_comm_hook)
         self._ddp_comm_state = ddp_comm_state
@@ -118,16 +118,16 @@ class DDPStrategy(ParallelStrategy):
     # -- set-up ---------------------------------------------------------------------------
 
     def configure_ddp(self) -> None:
-        """Prepare what :meth:`setup_module` needs to build and hook the DDP module.
+        """Prepare what `setup_module` needs to build and hook the DDP module.
 
         Resolves the ``device_ids`` (this process's CUDA device, none on other devices)
         and merges them with the ``DistributedDataParallel`` keyword arguments, applies
         ``ddp_comm_wrapper`` to ``ddp_comm_hook``, and for post-local SGD builds the model
         averager (forming the averaging subgroup, one node's processes, when the
-        ``PostLocalSGDState`` has none). :meth:`setup_module` calls it for every module.
+        ``PostLocalSGDState`` has none). `setup_module` calls it for every module.
 
         Raises:
-            RuntimeError: No process group exists yet (call it after :meth:`setup_environment`,
+            RuntimeError: No process group exists yet (call it after `setup_environment`,
                 which ``fabric.launch()`` runs).
         """
         import torch.distributed as dist
@@ -156,7 +156,7 @@ class DDPStrategy(ParallelStrategy):
             )
 
     def setup_module(self, module: nn.Module) -> DistributedDataParallel:
-        """Wrap the module in ``DistributedDataParallel`` as :meth:`configure_ddp` prepared it.
+        """Wrap the module in ``DistributedDataParallel`` as `configure_ddp` prepared it.
 
         Parameters are broadcast from rank 0 when the wrapper is built, so every replica
         starts from the same weights. The communication hook, if any, is registered on the
@@ -207,7 +207,7 @@ class DDPStrategy(ParallelStrategy):
 
     def __repr__(self) -> str:
         return (
-            f"DDPStrategy(backend={self._process_group_backend or 'auto'}, start_method="
+            f"{type(self).__name__}(backend={self._process_group_backend or 'auto'}, start_method="
             f"{getattr(self._launcher, 'start_method', None)!r}, precision={self._precision!r})"
         )
 
@@ -216,7 +216,8 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def _check_ddp_kwargs(kwargs: dict[str, Any]) -> None:
+def _check_ddp_kwargs(owner: str, kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments that ``DistributedDataParallel`` does not take, naming the class built (``owner``)."""
     import inspect
 
     accepted = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {
@@ -228,9 +229,15 @@ def _check_ddp_kwargs(kwargs: dict[str, Any]) -> None:
     if unknown:
         close = [match for name in unknown for match in difflib.get_close_matches(name, accepted, n=1)]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
+        subclass = (
+            ""
+            if owner == "DDPStrategy"
+            else f" {owner}'s own arguments must be named parameters of its __init__, so that they are taken "
+            "before the rest reaches DDPStrategy."
+        )
         raise TypeError(
-            f"DDPStrategy got unknown argument(s) {', '.join(unknown)}. Extra keyword arguments are passed to "
-            f"DistributedDataParallel, which accepts: {', '.join(sorted(accepted))}.{hint}"
+            f"{owner} got unknown argument(s) {', '.join(unknown)}. Extra keyword arguments of DDPStrategy are "
+            f"passed to DistributedDataParallel, which accepts: {', '.join(sorted(accepted))}.{hint}{subclass}"
         )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from fabric_core.cli import checkpoint as checkpoint_command
 from fabric_core.cli import estimate as estimate_command
+from fabric_core.cli import plugin_scaffold as plugin_command
 from fabric_core.cli import run as run_command
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +27,7 @@ _MODULES = {name: "fabric_core.cli.listing" for name in _LISTINGS} | {
     "run": "fabric_core.cli.run",
     "checkpoint": "fabric_core.cli.checkpoint",
     "estimate": "fabric_core.cli.estimate",
+    "plugin": "fabric_core.cli.plugin_scaffold",
 }
 
 
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     estimate_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     estimate_command.add_arguments(estimate_parser)
+    plugin_help = "Write a new strategy plugin to start from: fabric plugin new NAME."
+    plugin_parser = commands.add_parser("plugin", help=plugin_help, description=plugin_help)
+    plugin_command.add_arguments(plugin_parser)
     for name, help_text in _LISTINGS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
