@@ -30,6 +30,7 @@ from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer
 __all__ = ["Fabric"]
 
 _T = TypeVar("_T")
+_Scheduler = TypeVar("_Scheduler")
 _DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
     "strategy": "auto",
@@ -57,20 +58,20 @@ class Fabric:
 
     Args:
         accelerator: ``"cpu"``, ``"cuda"`` (or ``"gpu"``), ``"mps"``, a plugin's name, an
-            :class:`Accelerator`, or ``"auto"`` (the best available).
+            `Accelerator`, or ``"auto"`` (the best available).
         strategy: A registered name (``"ddp"``, ``"fsdp"``, ``"deepspeed_stage_3"``, ... see
-            ``fabric strategies``), a :class:`Strategy` instance, or ``"auto"``
+            ``fabric strategies``), a `Strategy` instance, or ``"auto"``
             (one device: ``single_device``; several: ``ddp``).
         devices: Devices per node: a count, ``-1`` for all, a list of indices, a string
             (``"2"``, ``"0,1"``), or ``"auto"``.
         num_nodes: The number of machines.
         precision: ``"32-true"`` (default), ``"64-true"``, ``"16-true"``, ``"bf16-true"``,
             ``"16-mixed"`` or ``"bf16-mixed"``.
-        plugins: A precision plugin, a :class:`~fabric_core.io.CheckpointIO` and/or a
+        plugins: A precision plugin, a `CheckpointIO` and/or a
             cluster environment, to use instead of the defaults.
-        callbacks: Objects whose methods :meth:`call` invokes by name.
-        loggers: Objects with ``log_metrics(metrics, step)``, used by :meth:`log`: the
-            ones of :mod:`fabric_core.loggers` (``CSVLogger``, ``TensorBoardLogger``) or
+        callbacks: Objects whose methods `call` invokes by name.
+        loggers: Objects with ``log_metrics(metrics, step)``, used by `log`: the
+            ones of `fabric_core.loggers` (``CSVLogger``, ``TensorBoardLogger``) or
             your own.
 
     Raises:
@@ -221,6 +222,22 @@ class Fabric:
 
     @overload
     def setup(
+        self, module: nn.Module, optimizer: Optimizer, /, *, move_to_device: bool = True
+    ) -> tuple[FabricModule, FabricOptimizer]: ...
+
+    @overload
+    def setup(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        /,
+        *,
+        scheduler: _Scheduler,
+        move_to_device: bool = True,
+    ) -> tuple[FabricModule, FabricOptimizer, _Scheduler]: ...
+
+    @overload
+    def setup(
         self, module: nn.Module, *optimizers: Optimizer, scheduler: Any = None, move_to_device: bool = True
     ) -> tuple[Any, ...]: ...
 
@@ -240,7 +257,7 @@ class Fabric:
             scheduler: An LR scheduler of one of the optimizers; it is returned last and keeps
                 driving the learning rate of the optimizer that the strategy steps.
             move_to_device: Move the model to ``fabric.device`` (set ``False`` when it was
-                created there with :meth:`init_module`).
+                created there with `init_module`).
 
         Returns:
             The wrapped model alone, or a tuple ``(model, *optimizers)``, or
@@ -278,7 +295,7 @@ class Fabric:
         return (wrapped, *wrapped_optimizers, scheduler)
 
     def setup_module(self, module: nn.Module, move_to_device: bool = True) -> FabricModule:
-        """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`)."""
+        """Set up a model alone (set up its optimizers afterwards with `setup_optimizers`)."""
         _check_flag("setup_module", "move_to_device", move_to_device)
         module, compiled = _split_compiled(module)
         self._check_module(module)
@@ -289,8 +306,16 @@ class Fabric:
             self._strategy.module_to_device(module)
         return self._register_module(self._strategy.setup_module(module), original, compiled)
 
+    @overload
+    def setup_optimizers(self, optimizer: Optimizer, /) -> FabricOptimizer: ...
+
+    @overload
+    def setup_optimizers(
+        self, first: Optimizer, second: Optimizer, /, *more: Optimizer
+    ) -> tuple[FabricOptimizer, ...]: ...
+
     def setup_optimizers(self, *optimizers: Optimizer) -> Any:
-        """Set up optimizers whose model was set up with :meth:`setup_module`.
+        """Set up optimizers whose model was set up with `setup_module`.
 
         Returns:
             One optimizer, or a tuple when several were given.
@@ -304,6 +329,22 @@ class Fabric:
         )
         return wrapped[0] if len(wrapped) == 1 else wrapped
 
+    @overload
+    def setup_dataloaders(
+        self, dataloader: DataLoader, /, *, use_distributed_sampler: bool = True, move_to_device: bool = True
+    ) -> FabricDataLoader: ...
+
+    @overload
+    def setup_dataloaders(
+        self,
+        first: DataLoader,
+        second: DataLoader,
+        /,
+        *more: DataLoader,
+        use_distributed_sampler: bool = True,
+        move_to_device: bool = True,
+    ) -> tuple[FabricDataLoader, ...]: ...
+
     def setup_dataloaders(
         self, *dataloaders: DataLoader, use_distributed_sampler: bool = True, move_to_device: bool = True
     ) -> Any:
@@ -313,11 +354,11 @@ class Fabric:
             *dataloaders: The loaders.
             use_distributed_sampler: With several processes, replace the sampler with a
                 ``DistributedSampler`` so each process reads its own shard (shuffling is kept;
-                a custom sampler is sharded by :class:`~fabric_core.utilities.data.DistributedSamplerWrapper`).
+                a custom sampler is sharded by `DistributedSamplerWrapper`).
             move_to_device: Move each batch to ``fabric.device``.
 
         After ``seed_everything(workers=True)`` each loader with workers also seeds every
-        worker distinctly per rank and worker (:func:`~fabric_core.utilities.seed.worker_init_function`).
+        worker distinctly per rank and worker (`worker_init_function`).
 
         Returns:
             One loader, or a tuple when several were given.
@@ -421,7 +462,7 @@ class Fabric:
             ValueError: ``tensor`` does not require a gradient, or it is not a scalar and no
                 ``gradient`` is given.
             RuntimeError: A multi-process strategy has not started its processes yet
-                (:meth:`launch`), or no model was set up, so gradients would not be synchronised.
+                (`launch`), or no model was set up, so gradients would not be synchronised.
         """
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(
@@ -440,7 +481,8 @@ class Fabric:
                 "Reduce it first, e.g. fabric.backward(loss.mean()) or loss.sum(), or pass gradient=... of the "
                 "same shape."
             )
-        self._ensure_environment()
+        if not self._environment_ready:
+            self._ensure_environment()
         if self._module_count == 0 and self.world_size > 1:
             raise RuntimeError(
                 f"fabric.backward() was called before any model was set up, and with {self.world_size} processes "
@@ -452,8 +494,10 @@ class Fabric:
                 f"fabric.backward(loss, model={type(model).__name__}(...)) needs the model that fabric.setup() "
                 "returned, not the original one."
             )
-        module = unwrap(model) if model is not None else self._backward_module
-        self._strategy.backward(tensor, module, *args, **kwargs)
+        if model is None:
+            self._strategy.backward(tensor, self._backward_module, *args, **kwargs)
+        else:
+            self._strategy.backward(tensor, unwrap(model), *args, **kwargs)
 
     def forward_backward(
         self,
@@ -474,7 +518,7 @@ class Fabric:
         a loop written this way ports to a pipeline by changing the strategy.
 
         Args:
-            model: The model returned by :meth:`setup`.
+            model: The model returned by `setup`.
             *args: The inputs of ``model``'s forward.
             target: The second argument of ``loss_fn``.
             loss_fn: ``(output, target) -> loss`` (a mean over the batch: micro-batch losses
@@ -509,11 +553,11 @@ class Fabric:
     ) -> torch.Tensor | None:
         """Clip gradients by value (``clip_val``) or by total norm (``max_norm``), after unscaling.
 
-        Call it after :meth:`backward` and before ``optimizer.step()``.
+        Call it after `backward` and before ``optimizer.step()``.
 
         Args:
-            module: The model returned by :meth:`setup`.
-            optimizer: The optimizer returned by :meth:`setup`, whose parameters are clipped.
+            module: The model returned by `setup`.
+            optimizer: The optimizer returned by `setup`, whose parameters are clipped.
             clip_val: Clamp every gradient element to ``[-clip_val, clip_val]`` (``> 0``).
             max_norm: Scale the gradients so their joint norm is at most this (``> 0``).
             norm_type: The p of the p-norm (``inf`` for the max norm).
@@ -606,7 +650,7 @@ class Fabric:
 
         Raises:
             TypeError: ``data`` holds something that is neither a tensor nor a number (use
-                :meth:`broadcast` or ``torch.distributed.all_gather_object`` for other objects).
+                `broadcast` or ``torch.distributed.all_gather_object`` for other objects).
         """
         self._ensure_environment()
         data = convert_to_tensors(data, self.device)
@@ -703,7 +747,7 @@ class Fabric:
         strict: bool = True,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Restore a checkpoint written by :meth:`save` into the objects in ``state``.
+        """Restore a checkpoint written by `save` into the objects in ``state``.
 
         Models, optimizers and objects with ``load_state_dict`` are restored in place; any
         other entry of ``state`` is replaced by the saved value.
@@ -715,7 +759,7 @@ class Fabric:
         Raises:
             FileNotFoundError: Nothing is at ``path`` (the message says what is nearby).
             ValueError: The file is empty, truncated, corrupted or not a checkpoint; or it is a
-                plain state dict (load it with :meth:`load_raw`).
+                plain state dict (load it with `load_raw`).
             KeyError: ``strict`` and ``state`` names an entry the checkpoint lacks.
             TypeError: An entry does not fit its object (e.g. names swapped in ``state``).
             StateDictMismatchError: A model's keys or shapes do not fit (a ``RuntimeError``).
@@ -746,7 +790,7 @@ class Fabric:
 
         Raises:
             TypeError: ``obj`` is not a model or optimizer, or the file is a checkpoint of
-                named entries from :meth:`save` (load that with :meth:`load`).
+                named entries from `save` (load that with `load`).
             StateDictMismatchError: A model's keys or shapes do not fit (a ``RuntimeError``).
         """
         from fabric_core.utilities.checkpoint import check_path_argument
@@ -775,7 +819,7 @@ class Fabric:
                 method(*args, **_accepted_kwargs(method, kwargs))
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
-        """Send one metric to every logger; see :meth:`log_dict`."""
+        """Send one metric to every logger; see `log_dict`."""
         if not self._loggers:
             self._warn_no_logger()
             return
@@ -785,7 +829,7 @@ class Fabric:
         """Send several metrics to every logger (scalar tensors become Python numbers).
 
         Every process calls each logger's ``log_metrics``; the loggers of
-        :mod:`fabric_core.loggers` write from global rank 0 only. Without loggers the
+        `fabric_core.loggers` write from global rank 0 only. Without loggers the
         metrics go nowhere, and the first call warns once.
         """
         if not self._loggers:
@@ -805,7 +849,7 @@ class Fabric:
 
     @staticmethod
     def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
-        """Seed every random generator; see :func:`fabric_core.seed_everything`."""
+        """Seed every random generator; see `fabric_core.seed_everything`."""
         return _seed_everything(seed, workers=workers, verbose=verbose)
 
     def __getstate__(self) -> dict[str, Any]:
