@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fabric_core.precision._cast import cast_floating
 from fabric_core.precision.precision import Precision
-from fabric_core.utilities.apply_func import convert_floating_tensors
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _NAMES = {"16-mixed": "float16", "bf16-mixed": "bfloat16", "float16": "float16", "bfloat16": "bfloat16"}
@@ -78,11 +78,11 @@ class MixedPrecision(Precision):
 
     def convert_input(self, data: Any) -> Any:
         """Cast floating inputs to the autocast dtype."""
-        return convert_floating_tensors(data, self.dtype)
+        return cast_floating(data, self.dtype)
 
     def convert_output(self, data: Any) -> Any:
         """Return floating outputs as float32, so losses computed outside autocast are exact."""
-        return convert_floating_tensors(data, torch.get_default_dtype())
+        return cast_floating(data, torch.get_default_dtype())
 
     def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
         """Backward from the scaled loss when a scaler is used."""
@@ -99,9 +99,22 @@ class MixedPrecision(Precision):
         return result
 
     def unscale_gradients(self, optimizer: Optimizer) -> None:
-        """Divide the gradients by the loss scale (once per step)."""
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
+        """Divide the gradients by the loss scale; calling it again before the step does nothing.
+
+        ``GradScaler.unscale_`` refuses a second call between two steps, so clipping twice, or
+        a strategy that unscales in ``optimizer_step`` after the user clipped, would fail. The
+        scaler's own record of the optimizer says whether this step's gradients are unscaled
+        already; the step that follows (``scaler.step``) does not unscale them again.
+        """
+        if self.scaler is None or not self.scaler.is_enabled():
+            return
+        from torch.amp.grad_scaler import OptState
+
+        # torch keeps no public record of it; the scaler clears this one in update().
+        state = self.scaler._per_optimizer_states.get(id(optimizer))
+        if state is not None and state["stage"] is not OptState.READY:
+            return
+        self.scaler.unscale_(optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         """The scaler's state."""

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fabric_core.precision._cast import cast_floating
 from fabric_core.precision.dtype_context import default_dtype
 from fabric_core.precision.precision import Precision
-from fabric_core.utilities.apply_func import convert_floating_tensors
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _NAMES = {"16-true": "float16", "bf16-true": "bfloat16", "float16": "float16", "bfloat16": "bfloat16"}
@@ -60,8 +60,8 @@ class HalfPrecision(Precision):
 
     def convert_input(self, data: Any) -> Any:
         """Cast floating inputs to the half dtype."""
-        return convert_floating_tensors(data, self.dtype)
+        return cast_floating(data, self.dtype)
 
     def convert_output(self, data: Any) -> Any:
         """Cast floating outputs back to the default dtype."""
-        return convert_floating_tensors(data, torch.get_default_dtype())
+        return cast_floating(data, torch.get_default_dtype())

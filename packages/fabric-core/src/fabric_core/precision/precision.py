@@ -72,7 +72,7 @@ class Precision:
         return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what `state_dict` returned."""
 
     def teardown(self) -> None:
         """Undo global changes this plugin made."""
