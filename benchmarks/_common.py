@@ -176,18 +176,19 @@ def bytecode_cache() -> bool:
     return os.environ.get(BYTECODE_VARIABLE, "on").lower() not in {"off", "0", "no", "false"}
 
 
-def child_env(**extra: str) -> dict[str, str]:
+def child_env(bytecode: bool | None = None, **extra: str) -> dict[str, str]:
     """The environment for child interpreters: the current one, with a defined bytecode cache.
 
     By default ``.pyc`` files are used, as in an ordinary installation, even where the
     machine sets ``PYTHONDONTWRITEBYTECODE``: they are kept under ``benchmarks/results/pycache``
     (``PYTHONPYCACHEPREFIX``), so neither site-packages nor the source tree is written to, and
-    the first (warm-up) run fills them. With ``FABRIC_BENCH_BYTECODE=off`` the prefix is an
-    empty directory that is never written, so every module is compiled in every process.
+    the first (warm-up) run fills them. With ``FABRIC_BENCH_BYTECODE=off`` (or ``bytecode=False``)
+    the prefix is an empty directory that is never written, so every module is compiled in
+    every process; ``bytecode`` given overrides the variable.
     """
     skip = {"PYTHONPROFILEIMPORTTIME", "PYTHONSTARTUP", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"}
     env = {key: value for key, value in os.environ.items() if key not in skip}
-    if bytecode_cache():
+    if bytecode_cache() if bytecode is None else bytecode:
         env["PYTHONPYCACHEPREFIX"] = str(RESULTS_DIR / "pycache")
     else:
         empty = RESULTS_DIR / "pycache-empty"
@@ -228,6 +229,12 @@ def write_json(name: str, data: Result) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def write_script_json(path: Path, args: argparse.Namespace, result: Any) -> None:
+    """The ``--json PATH`` document of a script-style benchmark: the machine, its arguments, its result."""
+    payload = {"machine": machine_info(), "args": vars(args), "result": result}
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 
 def make_parser(name: str, doc: str | None) -> argparse.ArgumentParser:

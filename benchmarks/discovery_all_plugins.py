@@ -9,6 +9,10 @@ fresh interpreter, median over rounds, environments measured interleaved:
   ``packages/fabric-*`` plugin distribution found (editable). fabric-deepspeed and
   fabric-xla go in with ``--no-deps``: discovery imports only their plugin modules, never
   deepspeed or torch_xla, and torch_xla would replace the benchmark's torch.
+- ``all first-party, no bytecode cache``: the same environment, but every process compiles
+  each module it imports (``PYTHONDONTWRITEBYTECODE`` and no ``.pyc`` files, as on the
+  development machine); the row above has the bytecode an installed wheel has. The target
+  is stated for both.
 - ``50 plugins``: the 50-dummy-plugin environment of ``discovery_time.py`` (reused, cached).
 
 Environments are kept under ``benchmarks/results/venvs/`` and rebuilt when the set of
@@ -40,6 +44,7 @@ from _common import (
     summarize,
 )
 from discovery_time import (
+    CHILD,
     MANY,
     VENV_ROOT,
     ensure_venv,
@@ -53,26 +58,9 @@ NAME = "discovery_all_plugins"
 ROUNDS = 15
 QUICK_ROUNDS = 5
 ALL = "all first-party"
-TARGETS_MS = {ALL: 10.0, f"{MANY} plugins": 30.0}
+NO_BYTECODE = "all first-party, no bytecode cache"
+TARGETS_MS = {ALL: 10.0, NO_BYTECODE: 10.0, f"{MANY} plugins": 30.0}
 NO_DEPS = ("fabric-deepspeed", "fabric-xla")
-
-# discovery_time.py's child, plus the CPU time of discovery: on a busy machine the wall
-# time grows with other processes' load, the CPU time much less.
-_CHILD = """\
-import json, sys, time
-from fabric_core import plugins
-cpu = time.process_time()
-plugins.ensure_plugins_loaded()
-cpu = time.process_time() - cpu
-infos = plugins.plugin_infos()
-print(json.dumps({
-    "seconds": plugins.discovery_seconds(),
-    "cpu_seconds": cpu,
-    "plugins": [info.name for info in infos],
-    "not_loaded": {info.name: info.error for info in infos if info.status != "loaded"},
-    "torch_imported": "torch" in sys.modules,
-}))
-"""
 
 
 def first_party_projects() -> list[Path]:
@@ -121,21 +109,30 @@ def measure(rounds: int, rebuild: bool) -> Result:
     if rebuild:
         for stale in [*VENV_ROOT.glob("first-party-*"), *VENV_ROOT.glob(f"plugins-{MANY}-*")]:
             shutil.rmtree(stale)
-    pythons = {
-        ALL: venv_python(ensure_first_party_venv(uv)),
-        f"{MANY} plugins": venv_python(ensure_venv(MANY, uv)),
+    first_party = venv_python(ensure_first_party_venv(uv))
+    cases = {
+        ALL: (first_party, True),
+        NO_BYTECODE: (first_party, False),
+        f"{MANY} plugins": (venv_python(ensure_venv(MANY, uv)), True),
     }
-    env = child_env()
-    for name in ("FABRIC_DISABLE_PLUGINS", "FABRIC_LOAD_PLUGINS", "PYTHONPATH"):
-        env.pop(name, None)
-    labels = list(pythons)
-    last = {label: json.loads(run_python(_CHILD, python=pythons[label], env=env)[1]) for label in labels}
+    envs = {}
+    for label, (_, bytecode) in cases.items():
+        envs[label] = child_env(bytecode=bytecode)
+        for name in ("FABRIC_DISABLE_PLUGINS", "FABRIC_LOAD_PLUGINS", "PYTHONPATH"):
+            envs[label].pop(name, None)
+    labels = list(cases)
+
+    def once(label: str) -> Result:
+        record: Result = json.loads(run_python(CHILD, python=cases[label][0], env=envs[label])[1])
+        return record
+
+    last = {label: once(label) for label in labels}
     samples: dict[str, list[float]] = {label: [] for label in labels}
     cpu: dict[str, list[float]] = {label: [] for label in labels}
     for index in range(rounds):
         shift = index % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            record = json.loads(run_python(_CHILD, python=pythons[label], env=env)[1])
+            record = once(label)
             samples[label].append(record["seconds"] * 1e3)
             cpu[label].append(record["cpu_seconds"] * 1e3)
             last[label] = record

@@ -60,7 +60,7 @@ TARGETS_MS = {"current": 10.0, "1 plugin": 10.0, f"{MANY} plugins": 30.0}
 VENV_ROOT = RESULTS_DIR / "venvs"
 TEMPLATE_VERSION = 1
 
-_CHILD = """\
+CHILD = """\
 import json, sys, time
 from fabric_core import plugins
 cpu = time.process_time()
@@ -232,11 +232,11 @@ def measure(rounds: int, rebuild: bool = False) -> Result:
     cpu_samples: dict[str, list[float]] = {label: [] for label in labels}
     last: dict[str, Result] = {}
     for label in labels:  # warm-up, and a check that every plugin loads
-        last[label] = json.loads(run_python(_CHILD, python=pythons[label], env=envs[label])[1])
+        last[label] = json.loads(run_python(CHILD, python=pythons[label], env=envs[label])[1])
     for index in range(rounds):
         shift = index % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            record = json.loads(run_python(_CHILD, python=pythons[label], env=envs[label])[1])
+            record = json.loads(run_python(CHILD, python=pythons[label], env=envs[label])[1])
             samples[label].append(record["seconds"] * 1e3)
             cpu_samples[label].append(record["cpu_seconds"] * 1e3)
             last[label] = record

@@ -27,15 +27,17 @@ device's peak (``fabric_core.utilities.throughput.get_available_flops``).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import torch
+from _common import write_script_json
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -238,12 +240,7 @@ def main() -> None:
     assert result is not None
     print("\n".join(report(result, args)))
     if args.json:
-        payload = {
-            "machine": platform.processor() or platform.machine(),
-            "args": vars(args),
-            "result": result,
-        }
-        args.json.write_text(json.dumps(payload, indent=1, default=str))
+        write_script_json(args.json, args, result)
 
 
 if __name__ == "__main__":

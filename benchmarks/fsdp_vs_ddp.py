@@ -23,14 +23,16 @@ so FSDP's extra all-gathers cost wall time that GPUs would overlap with compute.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import torch
+from _common import write_script_json
 from torch import nn
 from torch.distributed.tensor import DTensor
 
@@ -157,12 +159,7 @@ def main() -> None:
     assert results is not None
     print("\n".join(report(results, args)))
     if args.json:
-        payload = {
-            "machine": platform.processor() or platform.machine(),
-            "args": vars(args),
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=1, default=str))
+        write_script_json(args.json, args, results)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def _launch(command: list[str]) -> tuple[float, float]:
 
 def run(quick: bool) -> Result:
     """Launch each way ``rounds`` times, interleaved, after one warm-up round."""
-    rounds = 3 if quick else 8
+    rounds = 2 if quick else 8
     seconds: dict[str, list[float]] = {way: [] for way in WAYS}
     rss: dict[str, list[float]] = {way: [] for way in WAYS}
     ratios: dict[str, list[float]] = {way: [] for way in WAYS if way != "torchrun"}

@@ -1,28 +1,27 @@
-"""Per-step overhead of a Fabric training loop over the same loop written in plain PyTorch.
+"""Per-step overhead of a training loop written with fabric (and Lightning Fabric, Accelerate) over plain PyTorch.
 
-One process, ``Fabric(accelerator="cpu", devices=1)``, a tiny MLP (32 -> 64 -> 1, batch 16,
-SGD) and one torch thread, so that the Python-level cost of the wrappers is not hidden
-behind a large model. Each variant trains its own copy of the same initial weights on the
-same batches; the variants run in blocks of ``STEPS`` steps, interleaved round by round
-(the order rotates and reverses so that no variant always runs first), after a warm-up.
-The overhead is the median over rounds of the per-step difference between a variant's
-block and the plain block of the same round, so slow drift of the machine cancels out.
-Blocks are timed in process CPU time, which preemption by other processes does not
-inflate; the wall-time figure is recorded too (``wall_overhead_us``).
+One process, one torch thread, the tiny model of ``_loops.py`` (32 -> 64 -> 1, batch 16, SGD),
+so that the Python cost of the wrappers is not hidden behind the model's arithmetic. Each
+variant trains its own copy of the same initial weights on the same batches; the variants run
+in blocks of ``STEPS`` steps, interleaved round by round (the order rotates and reverses, so
+no variant always runs first: ABCD, DCBA, BCDA, ...), after warm-up rounds. A variant's
+overhead is the median over rounds of the per-step difference between its block and the
+hand-written block of the same round, so slow drift of the machine cancels out; a second
+hand-written loop in the same rounds (the A/A control) shows the bias and noise floor. Blocks
+are timed in process CPU time, which preemption by other processes does not inflate; the
+wall-time figure is recorded too (``wall_overhead_us``).
 
 Sections:
 
-- ``fp32``: plain loop vs ``fabric.setup(model, optimizer)`` + ``fabric.backward``, two
-  loops alternating (the headline figure).
-- ``breakdown``: five loops per round that add one wrapper at a time (set-up model, then
-  ``fabric.backward``, then the set-up optimizer), and a second plain loop whose difference
-  to the first (the A/A control) shows the bias and noise floor of the method.
-- ``bf16_mixed``: ``Fabric(precision="bf16-mixed")`` vs a hand-written ``torch.autocast``
-  loop doing the same work (forward under autocast, output cast to float32, loss outside).
+- ``fp32`` and ``bf16_mixed``: the loop of each framework of ``_loops.frameworks()`` (torch,
+  fabric, and Lightning Fabric and Accelerate where installed), all in the same rounds;
+  fabric's overhead in fp32 is the headline figure.
+- ``breakdown`` (fp32): loops that add one fabric wrapper at a time (set-up model, then
+  ``fabric.backward``, then the set-up optimizer).
 - ``dataloader``: iterating ``fabric.setup_dataloaders(loader)`` vs the loader itself
   (batches only, no training), for information.
 
-``--profile`` instead runs cProfile over the Fabric loop (the cost of each fabric_core
+``--profile`` instead runs cProfile over the fabric loop (the cost of each fabric_core
 function per training step) and times each hot-path wrapper against its plain equivalent.
 """
 
@@ -46,59 +45,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 from _common import Headline, Result, apply_common_options, make_parser, spread, standalone, summarize
+from _loops import (
+    BATCH,
+    LR,
+    MODEL,
+    Batches,
+    build_loops,
+    frameworks,
+    make_batches,
+    same_weights,
+    sgd,
+    tiny_model,
+)
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fabric_core import Fabric
 
 NAME = "step_overhead"
-STEPS = 200
-ROUNDS = 50
-QUICK_ROUNDS = 12
-WARMUP_ROUNDS = 5
-TARGET_US = 20.0
-BATCH = 16
-LR = 0.01
+STEPS = 20
+ROUNDS = 400
+QUICK_ROUNDS = 100
+WARMUP_ROUNDS = 20
+TARGET_US = 5.0
+CONTROL = "torch (A/A control)"
 
 Loop = Callable[[], None]
-Batches = list[tuple[Tensor, Tensor]]
 
 
-def _mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
+def _bind(loop: Callable[[Batches], None], batches: Batches) -> Loop:
+    return lambda: loop(batches)
 
 
-def _batches(steps: int) -> Batches:
-    generator = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(BATCH, 32, generator=generator), torch.randn(BATCH, 1, generator=generator))
-        for _ in range(steps)
-    ]
-
-
-def _sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=LR)
-
-
-# -- the loops, written as a user would write them ----------------------------------------
-
-
-def _plain(model: nn.Module, batches: Batches) -> Loop:
-    optimizer = _sgd(model)
-
-    def loop() -> None:
-        for x, y in batches:
-            loss = F.mse_loss(model(x), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-
-    return loop
+# -- the breakdown's loops: one fabric wrapper at a time ----------------------------------
 
 
 def _fabric_module_only(model: nn.Module, batches: Batches) -> Loop:
     fabric = Fabric(accelerator="cpu", devices=1)
-    optimizer = _sgd(model)
+    optimizer = sgd(model)
     wrapped = fabric.setup(model)
 
     def loop() -> None:
@@ -113,42 +97,13 @@ def _fabric_module_only(model: nn.Module, batches: Batches) -> Loop:
 
 def _fabric_module_backward(model: nn.Module, batches: Batches) -> Loop:
     fabric = Fabric(accelerator="cpu", devices=1)
-    optimizer = _sgd(model)
+    optimizer = sgd(model)
     wrapped = fabric.setup(model)
 
     def loop() -> None:
         for x, y in batches:
             loss = F.mse_loss(wrapped(x), y)
             fabric.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-
-    return loop
-
-
-def _fabric(model: nn.Module, batches: Batches, precision: str | None = None) -> Loop:
-    fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
-    wrapped, optimizer = fabric.setup(model, _sgd(model))
-
-    def loop() -> None:
-        for x, y in batches:
-            loss = F.mse_loss(wrapped(x), y)
-            fabric.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-
-    return loop
-
-
-def _autocast(model: nn.Module, batches: Batches) -> Loop:
-    optimizer = _sgd(model)
-
-    def loop() -> None:
-        for x, y in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                output = model(x)
-            loss = F.mse_loss(output.float(), y)
-            loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
@@ -204,90 +159,62 @@ def _differences(times: dict[str, list[float]], variant: str, baseline: str) -> 
     return [a - b for a, b in zip(times[variant], times[baseline], strict=True)]
 
 
-def _same_weights(models: list[nn.Module]) -> bool:
-    first = [p.detach() for p in models[0].parameters()]
-    return all(
-        all(torch.equal(a, b.detach()) for a, b in zip(first, other.parameters(), strict=True))
-        for other in models[1:]
-    )
-
-
-def _section(
-    factories: dict[str, Callable[[nn.Module, Batches], Loop]],
-    baseline: str,
-    rounds: int,
-    steps: int,
-    warmup: int,
-) -> tuple[Timings, bool]:
-    torch.manual_seed(0)
-    initial = _mlp()
-    batches = _batches(steps)
-    models = {name: copy.deepcopy(initial) for name in factories}
-    loops = {name: factory(models[name], batches) for name, factory in factories.items()}
-    times = time_interleaved(loops, rounds, steps, warmup)
-    return times, _same_weights(list(models.values()))
-
-
 def _overhead(timings: Timings, variant: str, baseline: str) -> dict[str, Any]:
     overhead = summarize(_differences(timings.cpu, variant, baseline))
     base = summarize(timings.cpu[baseline])
+    ratios = [a / b for a, b in zip(timings.cpu[variant], timings.cpu[baseline], strict=True)]
     return {
         "overhead_us": overhead,
         "relative_pct": 100.0 * overhead["median"] / base["median"],
+        "ratio": summarize(ratios),
         "wall_overhead_us": summarize(_differences(timings.wall, variant, baseline)),
     }
 
 
-def measure_fp32(rounds: int, steps: int = STEPS, warmup: int = WARMUP_ROUNDS) -> Result:
-    """Plain loop vs Fabric loop in float32, alternating in pairs of blocks (the headline figure)."""
-    factories: dict[str, Callable[[nn.Module, Batches], Loop]] = {"plain": _plain, "fabric": _fabric}
-    timings, identical = _section(factories, "plain", rounds, steps, warmup)
-    overhead = _overhead(timings, "fabric", "plain")
+def measure_frameworks(
+    precision: str, rounds: int, steps: int = STEPS, warmup: int = WARMUP_ROUNDS
+) -> Result:
+    """The loop of every available framework, plus an A/A control, in the same interleaved rounds."""
+    names = frameworks()
+    batches = make_batches(steps)
+    loops, models = build_loops(["torch", CONTROL, *names[1:]], precision, tiny_model())
+    timings = time_interleaved(
+        {name: _bind(loop, batches) for name, loop in loops.items()}, rounds, steps, warmup
+    )
+    identical = {name: same_weights([models["torch"], models[name]]) for name in names[1:]}
     return {
+        "precision": precision,
+        "frameworks": names,
         "per_step_us": {name: summarize(values) for name, values in timings.cpu.items()},
-        **overhead,
+        "control_us": summarize(_differences(timings.cpu, CONTROL, "torch")),
+        "versus_torch": {name: _overhead(timings, name, "torch") for name in names[1:]},
         "identical_weights": identical,
-        "target_us": TARGET_US,
-        "within_target": overhead["overhead_us"]["median"] <= TARGET_US,
     }
 
 
 def measure_breakdown(rounds: int, steps: int = STEPS, warmup: int = WARMUP_ROUNDS) -> Result:
-    """Add one wrapper at a time, with a second plain loop as an A/A control (float32)."""
-    factories: dict[str, Callable[[nn.Module, Batches], Loop]] = {
-        "plain": _plain,
-        "plain again (A/A control)": _plain,
-        "setup(model)": _fabric_module_only,
-        "setup(model) + fabric.backward": _fabric_module_backward,
-        "fabric": _fabric,
-    }
-    timings, identical = _section(factories, "plain", rounds, steps, warmup)
+    """Add one fabric wrapper at a time (float32)."""
+    batches = make_batches(steps)
+    initial = tiny_model()
+    whole, models = build_loops(["torch", "fabric"], "32-true", initial)
+    loops = {"torch": _bind(whole["torch"], batches)}
+    partial = {"setup(model)": _fabric_module_only, "setup(model) + fabric.backward": _fabric_module_backward}
+    for name, factory in partial.items():
+        models[name] = copy.deepcopy(initial)
+        loops[name] = factory(models[name], batches)
+    loops["fabric"] = _bind(whole["fabric"], batches)
+    order = list(loops)
+    timings = time_interleaved(loops, rounds, steps, warmup)
     times = timings.cpu
-    stages = list(factories)
     return {
         "per_step_us": {name: summarize(values) for name, values in times.items()},
-        "control_us": summarize(_differences(times, stages[1], stages[0])),
         "steps_us": {
-            "FabricModule forward": summarize(_differences(times, stages[2], stages[0])),
-            "fabric.backward": summarize(_differences(times, stages[3], stages[2])),
-            "FabricOptimizer step + zero_grad": summarize(_differences(times, stages[4], stages[3])),
-            "all (fabric - plain)": summarize(_differences(times, stages[4], stages[0])),
+            "FabricModule forward": summarize(_differences(times, order[1], order[0])),
+            "fabric.backward": summarize(_differences(times, order[2], order[1])),
+            "FabricOptimizer step + zero_grad": summarize(_differences(times, order[3], order[2])),
+            "all (fabric - torch)": summarize(_differences(times, order[3], order[0])),
         },
-        "identical_weights": identical,
-    }
-
-
-def measure_bf16(rounds: int, steps: int = STEPS, warmup: int = WARMUP_ROUNDS) -> Result:
-    """Hand-written autocast loop vs ``Fabric(precision="bf16-mixed")``."""
-    factories: dict[str, Callable[[nn.Module, Batches], Loop]] = {
-        "autocast": _autocast,
-        "fabric bf16-mixed": lambda model, batches: _fabric(model, batches, precision="bf16-mixed"),
-    }
-    timings, identical = _section(factories, "autocast", rounds, steps, warmup)
-    return {
-        "per_step_us": {name: summarize(values) for name, values in timings.cpu.items()},
-        **_overhead(timings, "fabric bf16-mixed", "autocast"),
-        "identical_weights": identical,
+        "identical_weights": same_weights([models[name] for name in order]),
     }
 
 
@@ -325,64 +252,70 @@ def run(quick: bool = False) -> Result:
     try:
         return {
             "config": {
-                "model": "Linear(32, 64) -> ReLU -> Linear(64, 1)",
+                "model": MODEL,
                 "batch": BATCH,
                 "optimizer": f"SGD(lr={LR})",
                 "steps_per_block": STEPS,
                 "rounds": rounds,
                 "warmup_rounds": WARMUP_ROUNDS,
                 "torch_threads": torch.get_num_threads(),
+                "versions": {name: _version(name) for name in ("torch", "lightning", "accelerate")},
             },
-            "fp32": measure_fp32(rounds),
+            "fp32": measure_frameworks("32-true", rounds),
+            "bf16_mixed": measure_frameworks("bf16-mixed", rounds),
             "breakdown": measure_breakdown(rounds),
-            "bf16_mixed": measure_bf16(rounds),
             "dataloader": measure_dataloader(rounds),
+            "target_us": TARGET_US,
         }
     finally:
         torch.set_num_threads(threads)
 
 
+def _version(name: str) -> str | None:
+    from _common import package_version
+
+    return package_version(name)
+
+
 def headlines(result: Result) -> list[Headline]:
     """The figures for the summary table of ``run_all.py``."""
-    fp32, bf16 = result["fp32"], result["bf16_mixed"]
-    return [
-        Headline("step overhead, fp32 (fabric - plain)", fp32["overhead_us"], "µs", TARGET_US),
-        Headline("step overhead, bf16-mixed (fabric - autocast)", bf16["overhead_us"], "µs", None),
-        Headline("setup_dataloaders, per batch", result["dataloader"]["overhead_us"], "µs", None),
-    ]
+    rows = []
+    for key, label in (("fp32", "fp32"), ("bf16_mixed", "bf16-mixed")):
+        for name, entry in result[key]["versus_torch"].items():
+            target = TARGET_US if name == "fabric" else None
+            rows.append(
+                Headline(f"step overhead, {label}, {name} - torch", entry["overhead_us"], "µs", target)
+            )
+    rows.append(Headline("setup_dataloaders, per batch", result["dataloader"]["overhead_us"], "µs", None))
+    return rows
 
 
 def format_report(result: Result) -> list[str]:
     """Human-readable lines."""
     config = result["config"]
-    fp32, breakdown, bf16, loader = (
-        result["fp32"],
-        result["breakdown"],
-        result["bf16_mixed"],
-        result["dataloader"],
-    )
-    plain, fabric = fp32["per_step_us"]["plain"]["median"], fp32["per_step_us"]["fabric"]["median"]
     lines = [
         f"Step overhead: {config['model']}, batch {config['batch']}, {config['optimizer']}, "
-        f"{config['torch_threads']} thread, {config['rounds']} rounds x {config['steps_per_block']} steps",
-        f"  fp32: plain {plain:.1f} µs/step, fabric {fabric:.1f} µs/step "
-        f"(same weights: {fp32['identical_weights']})",
-        f"    fabric - plain: {spread(fp32['overhead_us'], 'µs/step')}, {fp32['relative_pct']:+.1f}%  "
-        f"[target <= {fp32['target_us']:.0f} µs]",
-        f"    (from wall time instead of CPU time: {spread(fp32['wall_overhead_us'], 'µs/step')})",
-        "  breakdown, adding one wrapper at a time (5 loops per round):",
+        f"{config['torch_threads']} thread, {config['rounds']} rounds x {config['steps_per_block']} steps "
+        f"[target for fabric: <= {result['target_us']:.0f} µs]",
     ]
+    for key in ("fp32", "bf16_mixed"):
+        section = result[key]
+        torch_us = section["per_step_us"]["torch"]["median"]
+        lines.append(f"  {section['precision']}: hand-written torch loop {torch_us:.1f} µs/step")
+        for name, entry in section["versus_torch"].items():
+            same = "same weights" if section["identical_weights"][name] else "weights differ"
+            lines.append(
+                f"    {name:<11} - torch: {spread(entry['overhead_us'], 'µs/step')}, "
+                f"{entry['relative_pct']:+.1f}% ({same}; wall time: {entry['wall_overhead_us']['median']:.1f} µs)"
+            )
+        lines.append(f"    {'A/A control':<11}: {spread(section['control_us'], 'µs/step')}")
+    breakdown, loader = result["breakdown"], result["dataloader"]
+    lines.append(
+        f"  fp32 breakdown, one fabric wrapper at a time (same weights: {breakdown['identical_weights']}):"
+    )
     for name, summary in breakdown["steps_us"].items():
         lines.append(f"    {name:<34} {spread(summary, 'µs')}")
-    lines.append(f"    {'A/A control (plain - plain)':<34} {spread(breakdown['control_us'], 'µs')}")
-    autocast, mixed = (
-        bf16["per_step_us"]["autocast"]["median"],
-        bf16["per_step_us"]["fabric bf16-mixed"]["median"],
-    )
     lines += [
-        f"  bf16-mixed: autocast {autocast:.1f} µs/step, fabric {mixed:.1f} µs/step "
-        f"(same weights: {bf16['identical_weights']})",
-        f"    fabric - autocast: {spread(bf16['overhead_us'], 'µs/step')}, {bf16['relative_pct']:+.1f}%",
         f"  setup_dataloaders: DataLoader {loader['per_batch_us']['DataLoader']['median']:.1f} µs/batch",
         f"    wrapped - plain: {spread(loader['overhead_us'], 'µs/batch')}",
     ]
@@ -397,8 +330,8 @@ def profile(steps: int = 5000, top: int = 25) -> str:
     """
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    batches = _batches(STEPS)
-    loop = _fabric(_mlp(), batches)
+    batches = make_batches(STEPS)
+    loop = _bind(build_loops(["fabric"], "32-true", tiny_model())[0]["fabric"], batches)
     for _ in range(WARMUP_ROUNDS):
         loop()
     blocks = max(1, steps // STEPS)
@@ -424,15 +357,6 @@ def profile(steps: int = 5000, top: int = 25) -> str:
     return "\n".join(out)
 
 
-class _FakeLoss:
-    """Stands in for a loss tensor so that only fabric's Python path is timed."""
-
-    requires_grad = True
-
-    def backward(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def components(number: int = 20_000, repeat: int = 7) -> str:
     """Time each wrapper on the hot path against its plain equivalent, in isolation (µs per call).
 
@@ -449,9 +373,9 @@ def components(number: int = 20_000, repeat: int = 7) -> str:
     mixed = mixed_fabric.setup(nn.Identity())
     precision = mixed_fabric.strategy.precision
     linear = nn.Linear(32, 1)
-    plain_optimizer = _sgd(nn.Linear(32, 1))
-    fabric_optimizer = Fabric(accelerator="cpu", devices=1).setup(linear, _sgd(linear))[1]
-    loss = _FakeLoss()
+    plain_optimizer = sgd(nn.Linear(32, 1))
+    fabric_optimizer = Fabric(accelerator="cpu", devices=1).setup(linear, sgd(linear))[1]
+    loss = torch.zeros((), requires_grad=True)  # backward of a leaf: almost no autograd work
     strategy = fabric.strategy
     batch = (x, x)
 
@@ -465,7 +389,7 @@ def components(number: int = 20_000, repeat: int = 7) -> str:
         ("attribute _forward_module", lambda: identity.training, lambda: wrapped._forward_module),
         ("module call (bf16-mixed)", autocast_forward, lambda: mixed(x_bf16)),
         ("output cast to float32", lambda: x_bf16.float(), lambda: precision.convert_output(x_bf16)),
-        ("backward (no autograd)", lambda: loss.backward(), lambda: fabric.backward(loss)),
+        ("backward of a leaf tensor", lambda: loss.backward(), lambda: fabric.backward(loss)),
         ("optimizer.zero_grad()", lambda: plain_optimizer.zero_grad(), lambda: fabric_optimizer.zero_grad()),
         ("optimizer.step() (no grads)", lambda: plain_optimizer.step(), lambda: fabric_optimizer.step()),
         ("batch to device (x, y)", lambda: batch, lambda: strategy.batch_to_device(batch)),
