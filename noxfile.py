@@ -207,6 +207,23 @@ def digits(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Overhead, import-time and discovery-time measurements (not part of the default run)."""
-    session.install(TORCH, "uv", *_packages("fabric-core"))
+    """The benchmark harness (not part of the default run): fabric against hand-written PyTorch.
+
+    Installs torch, every CPU-capable plugin (fabric-ddp, fabric-fsdp, fabric-deepspeed with
+    deepspeed), matplotlib for the plots and uv for the plugin environments; then, best
+    effort, Lightning Fabric and Hugging Face Accelerate with torch pinned (the harness
+    compares them when they installed; FABRIC_BENCH_RIVALS=0 skips them). Arguments go to
+    benchmarks/run_all.py, e.g. `nox -s bench -- --quick` or `nox -s bench -- --docs`.
+    """
+    session.install(
+        TORCH, "uv", "matplotlib", *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed")
+    )
+    if os.environ.get("FABRIC_BENCH_RIVALS", "1") != "0":
+        try:
+            session.install(TORCH, "lightning", "accelerate")
+        except nox.command.CommandFailed:
+            session.warn(
+                "lightning and accelerate did not install: the harness compares fabric with torch only"
+            )
+    _deepspeed_on_cpu(session)
     session.run("python", "benchmarks/run_all.py", *session.posargs)
