@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from _loops import peak_rss_mib
 from torch import nn
 
 from fabric_core import Fabric
@@ -159,7 +159,7 @@ def main() -> None:
         variant: fabric.all_reduce(torch.tensor(values, dtype=torch.float64), reduce_op="max").tolist()
         for variant, values in seconds.items()
     }
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     peaks = fabric.all_gather(torch.tensor(peak_mib, dtype=torch.float64)).tolist()
     if fabric.global_rank == 0:
         document = {"strategy": name, "seconds": slowest, "losses": losses, "peak_rss_mib": peaks}

@@ -5,7 +5,7 @@ Usage: python _footprint_target.py FRAMEWORK STEPS (``FABRIC_BENCH_T0``: the par
 
 Prints one JSON line: the seconds ``import torch`` took, the milliseconds the framework's
 own import took after it, the seconds from the parent's start of this process to the end of
-the first training step, the peak resident memory (``ru_maxrss``) after STEPS steps, and
+the first training step, the peak resident memory of this process (VmHWM) after STEPS steps, and
 the bytes of the tensors alive then (every storage the garbage collector can reach, counted
 once: parameters, gradients, optimizer state, batches).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def main() -> None:
     import_ms = (time.perf_counter() - start) * 1e3
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _loops import LOOPS, make_batches, tiny_model
+    from _loops import LOOPS, make_batches, peak_rss_mib, tiny_model
 
     batches = make_batches(steps)
     loop = LOOPS[framework](tiny_model(), "32-true")
@@ -63,7 +62,7 @@ def main() -> None:
         "torch_import_s": torch_seconds,
         "import_ms": import_ms,
         "first_step_s": first_step,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "tensor_bytes": live_tensor_bytes(),
     }
     print("RESULT " + json.dumps(record), flush=True)

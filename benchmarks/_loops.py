@@ -155,6 +155,25 @@ def build_loops(
     return loops, models
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB, from its own start (not its parent's).
+
+    ``ru_maxrss`` survives ``exec``: a process started by a parent that had torch loaded
+    reports the parent's peak until it exceeds it. ``VmHWM`` in ``/proc/self/status``
+    belongs to this process's own memory map, so it is used where it exists (Linux).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def same_weights(models: list[nn.Module]) -> bool:
     """Whether every model ended with the first one's weights, bit for bit."""
     first = [p.detach() for p in models[0].parameters()]

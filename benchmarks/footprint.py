@@ -11,7 +11,7 @@ medians over rounds:
   (in-process ``perf_counter``; ``import_time.py`` has fabric's in more detail);
 - **first step**: seconds from starting the process to the end of the first training step
   (interpreter start, imports, set-up, one step), and its difference to the torch loop's;
-- **peak RSS**: the process's peak resident memory after the steps (``ru_maxrss``);
+- **peak RSS**: the process's own peak resident memory after the steps (``VmHWM``);
 - **tensor memory**: bytes of the tensors alive after the steps (every storage the garbage
   collector reaches, counted once). On a CPU torch keeps no allocator statistics; this is
   the figure closest to CUDA's ``max_memory_allocated``.

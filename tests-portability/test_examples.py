@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from fabric_core.testing.processes import run_process
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHAR_GPT = EXAMPLES / "train_char_gpt.py"
@@ -24,9 +25,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def _run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
-    )
+    result = run_process([sys.executable, *args], cwd=cwd, env=env, timeout=240)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
     return result.stdout
 

@@ -203,3 +203,39 @@ def test_unwrap_returns_other_objects_unchanged() -> None:
 
     assert unwrap(tensor) is tensor
     assert unwrap(None) is None
+
+
+def test_hooks_on_the_wrapper_and_global_hooks_run_on_every_call(fabric: Fabric) -> None:
+    model = fabric.setup(TinyModel())
+    seen: list[str] = []
+    on_wrapper = model.register_forward_hook(lambda module, args, output: seen.append("wrapper"))
+    on_everything = nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append(type(module).__name__)
+    )
+    try:
+        model(torch.ones(1, 4))
+    finally:
+        on_everything.remove()
+        on_wrapper.remove()
+    model(torch.ones(1, 4))
+
+    assert seen.count("wrapper") == 1 and "FabricModule" in seen and "Linear" in seen
+
+
+def test_a_replaced_forward_is_what_calling_the_wrapper_runs(fabric: Fabric) -> None:
+    model = fabric.setup(TinyModel())
+    model.forward = lambda x: torch.zeros(2)  # type: ignore[method-assign]
+
+    assert torch.equal(model(torch.ones(1, 4)), torch.zeros(2))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_deep_copy_of_the_wrapped_model_runs_its_own_parameters(precision: str) -> None:
+    model = Fabric(accelerator="cpu", devices=1, precision=precision).setup(TinyModel())
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in twin.parameters():
+            parameter.zero_()
+
+    assert torch.count_nonzero(twin(torch.ones(1, 4))) == 0
+    assert torch.count_nonzero(model(torch.ones(1, 4))) > 0

@@ -11,14 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fabric_core.testing.processes import run_process
+
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def launch(script: str, *args: str, timeout: float = 540) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, str(SCRIPTS / script), *args],
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from fabric_core.testing.processes import run_process
 from fabric_xla.accelerator import tpu_chip_count
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -95,10 +95,8 @@ def assert_close_states(
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 200) -> Any:
     """Run ``scripts/<name>`` in a fresh interpreter and return the JSON it prints last."""
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})},
     )

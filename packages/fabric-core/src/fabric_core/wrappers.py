@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _torch_module
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
@@ -31,7 +32,7 @@ class FabricModule(nn.Module):
 
     Only ``forward`` runs through the strategy's wrapper (DDP's gradient hooks, FSDP's
     all-gathers). To run another method that way, e.g. ``generate``, mark it once with
-    :meth:`mark_forward_method`; calling an unmarked method that runs submodules on a
+    `mark_forward_method`; calling an unmarked method that runs submodules on a
     wrapped model warns once.
 
     Args:
@@ -84,6 +85,31 @@ class FabricModule(nn.Module):
         with precision.forward_context():
             output = call_module(*args, **kwargs)
         return precision.convert_output(output)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``nn.Module.__call__``, without a second pass through torch's hook machinery.
+
+        With no hooks on the wrapper, no global module hooks, no ``compile()`` of the wrapper
+        and no TorchScript tracing, torch's ``_call_impl`` would call ``forward`` directly:
+        this calls it. The wrapped module's own call still goes through torch (its hooks,
+        DDP's and FSDP's wrappers run as usual).
+        """
+        if (
+            self._compiled_call_impl is None
+            and not (
+                self._forward_pre_hooks
+                or self._forward_hooks
+                or self._backward_pre_hooks
+                or self._backward_hooks
+                or _torch_module._global_forward_pre_hooks
+                or _torch_module._global_forward_hooks
+                or _torch_module._global_backward_pre_hooks
+                or _torch_module._global_backward_hooks
+            )
+            and not torch._C._get_tracing_state()
+        ):
+            return self.forward(*args, **kwargs)
+        return self._wrapped_call_impl(*args, **kwargs)
 
     def mark_forward_method(self, method: str | MethodType) -> None:
         """Run ``method`` of the original module through the strategy's wrapper, like ``forward``.
@@ -221,8 +247,9 @@ class FabricOptimizer:
 
     def step(self, closure: Any = None) -> Any:
         """Step the optimizer through the strategy (precision scaling, sharded state, ...)."""
-        kwargs = {} if closure is None else {"closure": closure}
-        return self._strategy.optimizer_step(self._optimizer, **kwargs)
+        if closure is None:
+            return self._strategy.optimizer_step(self._optimizer)
+        return self._strategy.optimizer_step(self._optimizer, closure=closure)
 
     def zero_grad(self, *args: Any, **kwargs: Any) -> None:
         """Reset the gradients of the optimized parameters (arguments go to the optimizer's ``zero_grad``)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader, TensorDataset
+
+from fabric_core.testing.processes import run_process
 
 # Each package's tests run with only that package installed, so this toy model, data and one-process
 # reference repeat those of the other plugin packages' test scripts by design (no shared test package).
@@ -96,9 +97,7 @@ def training_bytes(module: nn.Module, opt: torch.optim.Optimizer) -> int:
 
 def run_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run a script of this folder with this interpreter; fail with its output if it fails."""
-    result = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
-    )
+    result = run_process([sys.executable, *args], timeout=timeout)
     assert result.returncode == 0, (
         f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )

@@ -37,18 +37,18 @@ _T = TypeVar("_T")
 class Strategy:
     """How a training loop runs across devices and processes.
 
-    A strategy owns the parts of a run: the :class:`Accelerator` (device type), the
-    :class:`Precision` plugin, the :class:`CheckpointIO`, and for multi-process
+    A strategy owns the parts of a run: the `Accelerator` (device type), the
+    `Precision` plugin, the `CheckpointIO`, and for multi-process
     strategies the cluster environment and the launcher. ``Fabric`` calls only the
     strategy; the strategy calls its parts.
 
     Every method has a single-process default: a subclass that overrides only
     ``setup_module`` and ``reduce`` trains on the one device the connector gives it.
-    Multi-process strategies (:class:`ParallelStrategy`) replace the collectives.
+    Multi-process strategies (`ParallelStrategy`) replace the collectives.
 
     Args:
         accelerator: The accelerator; the connector sets it when omitted.
-        checkpoint_io: How checkpoints are written; :class:`TorchCheckpointIO` by default.
+        checkpoint_io: How checkpoints are written; `TorchCheckpointIO` by default.
         precision_plugin: The precision plugin; the connector builds one from
             ``Fabric(precision=...)`` when omitted.
         precision: Lightning Fabric's name for ``precision_plugin`` (keyword only; pass one
@@ -258,7 +258,7 @@ class Strategy:
         """Whether ``fabric.setup(torch.compile(model))`` compiles the set-up model as a whole.
 
         ``True`` by default: the user's ``torch.compile`` options are applied on top of the
-        module :meth:`setup_module` returns. A strategy that compiles parts of the model
+        module `setup_module` returns. A strategy that compiles parts of the model
         itself (e.g. per block) returns ``False`` (and says so) to drop the whole-model one.
         """
         return True
@@ -299,7 +299,7 @@ class Strategy:
 
         ``module`` is usually on the meta device; nothing is allocated or communicated. The
         default is replication in the precision plugin's parameter dtype; strategies that
-        shard override it. See :func:`fabric_core.utilities.memory.estimate_memory`.
+        shard override it. See `fabric_core.utilities.memory.estimate_memory`.
         """
         from fabric_core.utilities.memory_layout import replicated_estimate
 
@@ -309,11 +309,11 @@ class Strategy:
 
     def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
         """Run the backward pass through the precision plugin."""
-        self.precision.backward(tensor, module, *args, **kwargs)
+        (self._precision or self.precision).backward(tensor, module, *args, **kwargs)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Step the optimizer through the precision plugin."""
-        return self.precision.optimizer_step(optimizer, **kwargs)
+        return (self._precision or self.precision).optimizer_step(optimizer, **kwargs)
 
     def forward_backward(
         self,
@@ -409,24 +409,24 @@ class Strategy:
     # -- checkpoints --------------------------------------------------------------------
 
     def get_module_state_dict(self, module: nn.Module) -> dict[str, Any]:
-        """The state dict of a module returned by :meth:`setup_module`."""
+        """The state dict of a module returned by `setup_module`."""
         return module.state_dict()
 
     def get_optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
-        """The state dict of an optimizer returned by :meth:`setup_optimizer`."""
+        """The state dict of an optimizer returned by `setup_optimizer`."""
         return optimizer.state_dict()
 
     def load_optimizer_state(self, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
-        """Load a state dict made by :meth:`get_optimizer_state` into an optimizer returned by :meth:`setup_optimizer`."""
+        """Load a state dict made by `get_optimizer_state` into an optimizer returned by `setup_optimizer`."""
         optimizer.load_state_dict(state_dict)
 
     def load_module_state_dict(
         self, module: nn.Module, state_dict: dict[str, Any], strict: bool = True
     ) -> None:
-        """Load a full state dict into a module returned by :meth:`setup_module`.
+        """Load a full state dict into a module returned by `setup_module`.
 
         Keys (with ``strict``) and shapes are checked first, so a state dict that does not
-        fit raises :class:`~fabric_core.utilities.checkpoint.StateDictMismatchError` and
+        fit raises `StateDictMismatchError` and
         leaves the module unchanged.
         """
         mismatch = module_mismatch(module, state_dict, strict)
@@ -468,11 +468,11 @@ class Strategy:
         strict: bool = True,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Load a checkpoint written by :meth:`save_checkpoint`, or by any other first-party strategy.
+        """Load a checkpoint written by `save_checkpoint`, or by any other first-party strategy.
 
         A file is read by the checkpoint I/O plugin. A directory on the local file system
         (written by a sharded strategy: DCP, or a format a plugin registers, such as
-        DeepSpeed's) is read as :mod:`fabric_core.io.interchange` describes, with full
+        DeepSpeed's) is read as `fabric_core.io.interchange` describes, with full
         tensors; optimizer state keyed by parameter name is matched to the parameters
         through the model in ``state``.
 
@@ -544,7 +544,7 @@ def pick_precision_plugin(
 
     Raises:
         ValueError: Both were given.
-        TypeError: The value is not a :class:`Precision`.
+        TypeError: The value is not a `Precision`.
     """
     if precision_plugin is not None and precision is not None:
         raise ValueError(

@@ -17,7 +17,7 @@ or with one call that raises an ``AssertionError`` listing the failed checks::
     report = StrategyConformance("my_strategy_fork", world_size=2).run()
     print(report)
 
-The checks (:data:`CHECK_NAMES`), in run order:
+The checks (`CHECK_NAMES`), in run order:
 
 - ``pickle`` (in the launching process, before the launch): the configured strategy
   survives pickling, as processes started with ``spawn`` receive it.
@@ -40,12 +40,14 @@ checked like replicated ones. A strategy that changes the update on purpose (loc
 declares ``update="own"``: ``training`` and ``no_backward_sync`` then give every rank the
 same batches and require replicas that agree with each other, instead of the reference.
 
-Several strategies can share one launch: :func:`run_together`, or suite classes with the
-same ``launch_group``.
+Several strategies can share one launch: `run_together`, or suite classes with the
+same ``launch_group``. A plugin's own tests that launch scripts use `run_process`, which
+leaves no worker behind when a launch hangs and times out.
 """
 
 from fabric_core.testing._checks import CHECK_NAMES
 from fabric_core.testing.conformance import StrategyConformance, StrategySpec, run_together
+from fabric_core.testing.processes import ProcessTimeout, run_process
 from fabric_core.testing.report import CheckResult, ConformanceReport
 from fabric_core.testing.suite import StrategyConformanceSuite
 
@@ -53,8 +55,10 @@ __all__ = [
     "CHECK_NAMES",
     "CheckResult",
     "ConformanceReport",
+    "ProcessTimeout",
     "StrategyConformance",
     "StrategyConformanceSuite",
     "StrategySpec",
+    "run_process",
     "run_together",
 ]

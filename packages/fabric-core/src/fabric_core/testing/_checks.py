@@ -24,7 +24,7 @@ class Check:
     Attributes:
         name: How reports and ``skip=`` refer to it.
         run: Runs on every rank; raises ``AssertionError`` for a violation and may return
-            JSON-ready observations for :attr:`verify`.
+            JSON-ready observations for `verify`.
         verify: Runs in the launching process on every rank's observations and returns
             the problems it finds across ranks.
         summary: One line saying what the check establishes.

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 BARRIER_DELAY_S = 0.5
-"""How long rank 0 arrives late at the barrier that :func:`check_barrier` times."""
+"""How long rank 0 arrives late at the barrier that `check_barrier` times."""
 
 
 def _contribution(rank: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Soft assertions for the conformance checks.
 
 A check runs every collective first and asserts afterwards, so one rank that finds a wrong
-value never leaves the others waiting in a collective it skipped. :class:`Expect` collects
+value never leaves the others waiting in a collective it skipped. `Expect` collects
 the problems of one check and raises them together at the end.
 """
 

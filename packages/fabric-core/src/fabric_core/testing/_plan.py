@@ -31,7 +31,7 @@ class Plan:
         timeout: Seconds one check may take on a rank before that rank gives up and exits.
         supports_no_backward_sync: Whether ``no_backward_sync`` skips the synchronisation
             of gradients (then the block must not warn that it cannot).
-        update: What an optimizer step amounts to (see :data:`UpdateRule`).
+        update: What an optimizer step amounts to (see `UpdateRule`).
         setup: ``"together"`` sets up model and optimizer with one ``fabric.setup(model,
             optimizer)`` call; ``"separately"`` uses ``fabric.setup_module(model)`` and builds
             the optimizer from the set-up model's parameters (what sharding strategies need).

@@ -1,4 +1,4 @@
-"""Turning what the launcher and every rank recorded into one :class:`CheckResult` per check."""
+"""Turning what the launcher and every rank recorded into one `CheckResult` per check."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Nothing reads ``param.grad``, optimizer state or parameter shards, so replicated
 Under ``update="global_batch"`` the numbers are compared with plain PyTorch in one
 process training on the global batch (every data-parallel rank's batch together); under
 ``update="own"`` every rank gets the same batches and the replicas are compared with each
-other (see :func:`verify_replicas`).
+other (see `verify_replicas`).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def check_training(fabric: Fabric, plan: Plan) -> dict[str, Any]:
     """Backward and optimizer steps give the outputs and losses of one process on the global batch.
 
     Under ``update="own"`` every rank trains on the same batches (the loader is not
-    sharded); the outputs after every step go to :func:`verify_replicas`.
+    sharded); the outputs after every step go to `verify_replicas`.
     """
     expect = Expect()
     own = plan.update == "own"
@@ -204,14 +204,14 @@ def check_training(fabric: Fabric, plan: Plan) -> dict[str, Any]:
 def check_no_backward_sync(fabric: Fabric, plan: Plan) -> dict[str, Any]:
     """Gradient accumulation with ``no_backward_sync`` gives the update of one process on the global batch.
 
-    Each of :data:`ACCUMULATED_STEPS` steps runs :data:`MICRO_BATCHES` forward and
+    Each of `ACCUMULATED_STEPS` steps runs `MICRO_BATCHES` forward and
     backward passes, all but the last inside ``fabric.no_backward_sync(model)``, then one
     optimizer step: the loop Lightning users write. The outputs and every micro-batch's
     loss must equal one process that adds up the gradients of the global micro-batches
     (whether the strategy skips the communication or not: skipping it is not visible in
     the numbers). With ``supports_no_backward_sync`` the block must not warn on entry
     (a strategy that cannot skip says so once, with a warning). Under ``update="own"``
-    every rank accumulates the same micro-batches and :func:`verify_replicas` compares them.
+    every rank accumulates the same micro-batches and `verify_replicas` compares them.
     """
     expect = Expect()
     own = plan.update == "own"
@@ -302,12 +302,12 @@ def _disagreement(values: list[float], expected: list[float], tolerance: float) 
 def check_checkpoint(fabric: Fabric, plan: Plan) -> dict[str, Any]:
     """``fabric.save``, then ``fabric.load`` into a new model and optimizer, resumes training exactly.
 
-    After two steps the state is saved and training continues for :data:`RESUMED_STEPS`
+    After two steps the state is saved and training continues for `RESUMED_STEPS`
     steps. A model and optimizer set up afresh (from other initial weights) then load the
     checkpoint: their outputs must be those at the save, and the same steps must give
     the continued run's losses and outputs (which needs the optimizer's momentum). Plain
     values come back, and entries not asked for are returned. The loaded model is one
-    model on every rank (see :func:`verify_checkpoint`).
+    model on every rank (see `verify_checkpoint`).
     """
     expect = Expect()
     rank, _ = _data_parallel(fabric)  # each replica its own data, under any update

@@ -62,7 +62,7 @@ class _Recorder:
 
 
 _BACKSTOP_MARGIN = 30.0
-"""Seconds after the watchdog's deadline that :func:`_arm_backstop` ends the process."""
+"""Seconds after the watchdog's deadline that `_arm_backstop` ends the process."""
 
 
 def _arm_backstop(timeout: float) -> None:
@@ -163,10 +163,10 @@ def agent_main(runs: list[tuple[StrategySpec, Plan]]) -> None:
     """The worker of a launch by the elastic agent: for each run, build its ``Fabric`` here and run its checks.
 
     Several runs share one launch one after another (see
-    :func:`~fabric_core.testing.run_together`): each strategy forms the process group in
+    `run_together`): each strategy forms the process group in
     its ``setup_environment`` and its ``teardown`` check destroys it; a group a run left
     behind is destroyed before the next run. Every run after the first forms its group
-    through a store of its own (:func:`_fresh_rendezvous`).
+    through a store of its own (`_fresh_rendezvous`).
     """
     import torch.distributed as dist
 

@@ -1,9 +1,9 @@
 """Run the conformance checks of a strategy in real processes and collect a report.
 
 One run launches ``world_size`` processes once and runs every check in each of them, in
-order. Strategies on core's :class:`~fabric_core.launchers.ElasticLauncher` (``ddp``,
+order. Strategies on core's `ElasticLauncher` (``ddp``,
 ``ddp_spawn``, ...) get their processes from PyTorch's elastic agent
-(:func:`fabric_core.launchers.run_agent`, spawned by default): each worker builds its own
+(`fabric_core.launchers.run_agent`, spawned by default): each worker builds its own
 ``Fabric``, which joins the agent's processes as it would under ``torchrun``. A strategy
 with a launcher of its own (XLA's, say) is run with ``Fabric(...).launch(fn)``.
 """
@@ -96,11 +96,11 @@ class StrategyConformance:
         def test_my_strategy_conforms():
             StrategyConformance("my_strategy_fork", world_size=2, tolerance=1e-6).run()
 
-    ``run()`` launches the processes once and runs the checks (see :data:`CHECK_NAMES`):
+    ``run()`` launches the processes once and runs the checks (see `CHECK_NAMES`):
     collectives against ``torch.distributed`` semantics, model and optimizer set-up,
     training against a single-process reference on the same global batch, gradient
     accumulation with ``no_backward_sync``, a save/load round trip and teardown.
-    :func:`run_together` runs several strategies' checks in one launch.
+    `run_together` runs several strategies' checks in one launch.
 
     The checks observe what a training loop observes: the model's outputs on a fixed
     batch and the losses of its steps, never ``param.grad``, optimizer state or local
@@ -137,7 +137,7 @@ class StrategyConformance:
             strategy's own launcher, which must run functions (spawn, fork, or a plugin's own
             launcher). ``"agent"`` starts them with the elastic agent, and each builds its own
             ``Fabric`` that joins them, as under ``torchrun``. ``"auto"`` runs one process in
-            this one, uses the agent for core's :class:`~fabric_core.launchers.ElasticLauncher`
+            this one, uses the agent for core's `ElasticLauncher`
             (the machinery that launcher uses itself) and ``"fabric"`` for any other launcher.
         start_method: ``"spawn"`` (default) or ``"fork"``, for the agent. Forking a test process
             that already ran torch code can deadlock the children, so spawn is the safe choice.
@@ -296,10 +296,10 @@ def run_together(
 
     Starting processes costs most of a run's time (seconds per launch: the interpreter,
     torch, the strategy's library). The runs that launch with the agent (``launch="agent"``,
-    or ``"auto"`` for core's :class:`~fabric_core.launchers.ElasticLauncher`) and have the
+    or ``"auto"`` for core's `ElasticLauncher`) and have the
     same ``world_size`` and ``start_method`` share one launch: each worker builds the first
     strategy and runs its checks (its ``teardown`` check destroys the process group), then
-    the next, and so on. Other runs launch on their own, as :meth:`StrategyConformance.run`
+    the next, and so on. Other runs launch on their own, as `StrategyConformance.run`
     does. Each run gets its own report, as if it had run alone, except that a rank dying
     (a crash, or a timeout) also stops the runs after it in the same launch: they report
     that they did not run, with the reason.

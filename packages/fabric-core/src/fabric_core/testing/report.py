@@ -1,4 +1,4 @@
-"""The outcome of a conformance run: one :class:`CheckResult` per check, in a :class:`ConformanceReport`."""
+"""The outcome of a conformance run: one `CheckResult` per check, in a `ConformanceReport`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class CheckResult:
     """The outcome of one check over all ranks.
 
     Attributes:
-        name: The check's name (see :data:`fabric_core.testing.CHECK_NAMES`).
+        name: The check's name (see `fabric_core.testing.CHECK_NAMES`).
         status: ``"passed"`` on every rank, ``"failed"`` on at least one (or across ranks),
             or ``"skipped"`` (with the reason in ``problems``).
         problems: What went wrong, each prefixed with the ranks it happened on.

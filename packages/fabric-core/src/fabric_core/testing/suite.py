@@ -32,13 +32,13 @@ class StrategyConformanceSuite:
             world_size = 2
             tolerance = 1e-6
 
-    Set the class attributes below; they are the arguments of :class:`StrategyConformance`.
-    Override :meth:`conformance` for anything else. ``strategy`` may also be a
+    Set the class attributes below; they are the arguments of `StrategyConformance`.
+    Override `conformance` for anything else. ``strategy`` may also be a
     module-level factory function (a class attribute holding a function is read from the
     class, so it is not bound to the test instance).
 
     Classes of one test module with the same ``launch_group`` share one launch (see
-    :func:`~fabric_core.testing.run_together`): the first test of any of them runs the
+    `run_together`): the first test of any of them runs the
     checks of all of them, class after class, in the same processes, which saves the
     seconds each launch costs. Each class still reports its own tests::
 
@@ -61,7 +61,7 @@ class StrategyConformanceSuite:
     tolerance: ClassVar[float] = 1e-5
     supports_no_backward_sync: ClassVar[bool] = True
     update: ClassVar[UpdateRule] = "global_batch"
-    """``"own"`` for a strategy that changes the update on purpose (see :class:`StrategyConformance`)."""
+    """``"own"`` for a strategy that changes the update on purpose (see `StrategyConformance`)."""
     setup: ClassVar[SetupMode] = "together"
     skip: ClassVar[tuple[str, ...]] = ()
     launch: ClassVar[LaunchMode] = "auto"
