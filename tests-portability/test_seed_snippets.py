@@ -26,6 +26,7 @@ from torch import nn
 from fabric_core import Fabric
 from fabric_core.registry import UnknownNameError
 from fabric_core.strategies import STRATEGY_REGISTRY, SingleDeviceStrategy, Strategy
+from fabric_core.testing.processes import run_process
 
 SCRIPT = Path(__file__).parent / "scripts" / "seed_snippets.py"
 LAUNCH_TIMEOUT_S = 240
@@ -33,10 +34,8 @@ LAUNCH_TIMEOUT_S = 240
 
 def run_snippet(name: str, out_dir: Path) -> dict[str, Any]:
     """Run one snippet of ``scripts/seed_snippets.py`` on 2 processes; rank 0's record."""
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, str(SCRIPT), name, str(out_dir)],
-        capture_output=True,
-        text=True,
         timeout=LAUNCH_TIMEOUT_S,
         env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"},
     )

@@ -12,6 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fabric_core import Fabric
+from fabric_core.precision import Precision
+from fabric_core.strategies import SingleDeviceStrategy
 from fabric_core.wrappers import FabricDataLoader, FabricModule, FabricOptimizer, unwrap
 
 
@@ -239,3 +241,90 @@ def test_a_deep_copy_of_the_wrapped_model_runs_its_own_parameters(precision: str
 
     assert torch.count_nonzero(twin(torch.ones(1, 4))) == 0
     assert torch.count_nonzero(model(torch.ones(1, 4))) > 0
+
+
+class _CountingPrecision(Precision):
+    """The float32 plugin, counting the backward and optimizer-step calls it receives."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def backward(
+        self, tensor: torch.Tensor, module: nn.Module | None, *args: object, **kwargs: object
+    ) -> None:
+        self.calls.append("backward")
+        super().backward(tensor, module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, **kwargs: object) -> object:
+        self.calls.append("optimizer_step")
+        return super().optimizer_step(optimizer, **kwargs)
+
+
+class _CountingStrategy(SingleDeviceStrategy):
+    """``single_device``, counting the backward and optimizer-step calls it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(device=torch.device("cpu"))
+        self.calls: list[str] = []
+
+    def backward(
+        self, tensor: torch.Tensor, module: nn.Module | None, *args: object, **kwargs: object
+    ) -> None:
+        self.calls.append("backward")
+        super().backward(tensor, module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, **kwargs: object) -> object:
+        self.calls.append("optimizer_step")
+        return super().optimizer_step(optimizer, **kwargs)
+
+
+def _one_step(fabric: Fabric) -> None:
+    model, optimizer = fabric.setup(*_model_and_optimizer())
+    fabric.backward(model(torch.randn(4, 4)).sum())
+    optimizer.step()
+
+
+def _model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = nn.Linear(4, 2)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def test_a_strategy_that_replaces_backward_and_the_step_gets_both_calls() -> None:
+    strategy = _CountingStrategy()
+    _one_step(Fabric(accelerator="cpu", strategy=strategy))
+    assert strategy.calls == ["backward", "optimizer_step"]
+
+
+def test_a_precision_plugin_that_replaces_backward_and_the_step_gets_both_calls() -> None:
+    precision = _CountingPrecision()
+    _one_step(Fabric(accelerator="cpu", plugins=[precision]))
+    assert precision.calls == ["backward", "optimizer_step"]
+
+
+def test_a_step_replaced_on_the_strategy_instance_is_called() -> None:
+    fabric = Fabric(accelerator="cpu")
+    calls: list[str] = []
+    strategy = fabric.strategy
+    original = strategy.optimizer_step
+    strategy.optimizer_step = lambda optimizer, **kwargs: (
+        calls.append("step") or original(optimizer, **kwargs)
+    )  # type: ignore[method-assign]
+    _one_step(fabric)
+    assert calls == ["step"]
+
+
+def test_lr_scheduler_on_the_original_optimizer_works_without_warnings(fabric: Fabric) -> None:
+    model = TinyModel()
+    original = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(original, step_size=1, gamma=0.1)
+    model, optimizer = fabric.setup(model, original)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            fabric.backward(model(torch.ones(2, 4)).sum())
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+
+    assert original.param_groups[0]["lr"] == pytest.approx(1e-3)

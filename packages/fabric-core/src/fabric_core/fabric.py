@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.connector import apply_launcher_settings, connect
-from fabric_core.strategies.strategy import Strategy
+from fabric_core.strategies.strategy import Strategy, plain_delegation
 from fabric_core.utilities.apply_func import apply_to_tensors, convert_to_tensors
 from fabric_core.utilities.collectives import check_reduce_op
 from fabric_core.utilities.data import with_distributed_sampler, with_worker_seeding
@@ -106,6 +106,7 @@ class Fabric:
         self._set_up_modules: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._backward_module: nn.Module | None = None
         self._module_count = 0
+        self._backward_directly = False  # set by setup: whether backward is tensor.backward
         self._environment_ready = False
         self._launched = False
 
@@ -403,6 +404,7 @@ class Fabric:
         self._set_up_modules.add(original)
         self._module_count += 1
         self._backward_module = forward_module if self._module_count == 1 else None
+        self._backward_directly = plain_delegation(self._strategy, "backward")
         return wrapped
 
     def _check_module(self, module: Any, optimizers: Sequence[Any] = ()) -> None:
@@ -495,7 +497,10 @@ class Fabric:
                 "returned, not the original one."
             )
         if model is None:
-            self._strategy.backward(tensor, self._backward_module, *args, **kwargs)
+            if self._backward_directly:  # what the strategy would do, without its two frames
+                tensor.backward(*args, **kwargs)
+            else:
+                self._strategy.backward(tensor, self._backward_module, *args, **kwargs)
         else:
             self._strategy.backward(tensor, unwrap(model), *args, **kwargs)
 

@@ -16,6 +16,8 @@ from torch.nn.modules import module as _torch_module
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from fabric_core.strategies.strategy import plain_delegation
+
 if TYPE_CHECKING:
     from fabric_core.strategies.strategy import Strategy
 
@@ -229,7 +231,7 @@ class FabricOptimizer:
     (``param_groups``, ``state``, ``defaults``) is the wrapped optimizer's own, live.
     """
 
-    _own = frozenset({"_optimizer", "_strategy"})
+    _own = frozenset({"_optimizer", "_strategy", "_steps_directly"})
 
     def __new__(cls, optimizer: Optimizer, strategy: Strategy) -> FabricOptimizer:
         """Create the instance as a subclass of both this class and the optimizer's class."""
@@ -239,6 +241,7 @@ class FabricOptimizer:
     def __init__(self, optimizer: Optimizer, strategy: Strategy) -> None:
         object.__setattr__(self, "_optimizer", optimizer)
         object.__setattr__(self, "_strategy", strategy)
+        object.__setattr__(self, "_steps_directly", plain_delegation(strategy, "optimizer_step"))
 
     @property
     def optimizer(self) -> Optimizer:
@@ -248,6 +251,8 @@ class FabricOptimizer:
     def step(self, closure: Any = None) -> Any:
         """Step the optimizer through the strategy (precision scaling, sharded state, ...)."""
         if closure is None:
+            if self._steps_directly:  # what the strategy would do, without its two frames
+                return self._optimizer.step()
             return self._strategy.optimizer_step(self._optimizer)
         return self._strategy.optimizer_step(self._optimizer, closure=closure)
 
