@@ -181,7 +181,11 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the user guide and API reference into build/site (warnings are errors)."""
     session.install(
-        TORCH, "mkdocs>=1.6", "mkdocstrings[python]>=0.26", *_packages("fabric-core", "fabric-ddp")
+        TORCH,
+        "mkdocs>=1.6",
+        "mkdocs-material>=9.5",
+        "mkdocstrings[python]>=0.26",
+        *_packages("fabric-core", "fabric-ddp"),
     )
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
 

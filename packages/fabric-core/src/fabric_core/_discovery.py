@@ -1,7 +1,7 @@
 """The plugin loader: finds plugin distributions and lets each fill the registries it owns.
 
 The loader is given the registries, one per registration hook, and attaches itself to
-each (:meth:`Registry.discover_with`); the first lookup of any name runs discovery once.
+each (`Registry.discover_with`); the first lookup of any name runs discovery once.
 Each plugin is loaded and registered on its own: a plugin that fails to import, declares
 an incompatible API version, implements an unknown hook or registers a name that is taken
 is recorded with the cause, its partial registrations are rolled back, and the other

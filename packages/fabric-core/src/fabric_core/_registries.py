@@ -1,8 +1,8 @@
 """The global registries and the plugin loader that fills them.
 
-Where a name such as ``"ddp"`` comes from: :data:`PLUGIN_LOADER` finds the ``fabric``
+Where a name such as ``"ddp"`` comes from: `PLUGIN_LOADER` finds the ``fabric``
 entry point of fabric-ddp, whose ``fabric_register_strategies`` hook registers it into
-:data:`STRATEGY_REGISTRY`; ``Fabric(strategy="ddp")`` builds it from there. Importing this
+`STRATEGY_REGISTRY`; ``Fabric(strategy="ddp")`` builds it from there. Importing this
 module imports neither torch, nor pluggy, nor any plugin: discovery runs on first lookup.
 """
 
@@ -41,11 +41,11 @@ class StrategyRegistry(Registry):
         requires: tuple[str, ...] = (),
         **init_params: Any,
     ) -> Any:
-        """Register ``name`` for a :class:`Strategy` subclass or a ``"module:Class"`` path.
+        """Register ``name`` for a `Strategy` subclass or a ``"module:Class"`` path.
 
         Without ``strategy_class`` it returns a class decorator. The other arguments are
-        those of :meth:`Registry.register`; ``**init_params`` are passed to the class when
-        the name is built with :meth:`build` or ``Fabric(strategy=name)``.
+        those of `Registry.register`; ``**init_params`` are passed to the class when
+        the name is built with `build` or ``Fabric(strategy=name)``.
 
         Raises:
             TypeError: ``strategy_class`` is not a ``Strategy`` subclass (or a path).
@@ -110,4 +110,4 @@ ALL_REGISTRIES: Final = {
 """Each registration hook and the registry it fills."""
 
 PLUGIN_LOADER: Final = PluginLoader(ALL_REGISTRIES)
-"""Discovers the installed plugins the first time any of :data:`ALL_REGISTRIES` is asked for a name."""
+"""Discovers the installed plugins the first time any of `ALL_REGISTRIES` is asked for a name."""

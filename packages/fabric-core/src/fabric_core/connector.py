@@ -2,15 +2,15 @@
 
 The connector is a chain of small steps, each documented and tested on its own:
 
-1. :func:`resolve_plugins` sorts ``plugins=[...]`` into precision, checkpoint I/O and
+1. `resolve_plugins` sorts ``plugins=[...]`` into precision, checkpoint I/O and
    cluster environment.
-2. :func:`resolve_accelerator` turns ``accelerator`` into an :class:`Accelerator`.
-3. :func:`resolve_devices` turns ``devices`` into one ``torch.device`` per local process.
-4. :func:`resolve_num_nodes` validates ``num_nodes``.
-5. :func:`resolve_precision` normalises the precision string, and
-   :func:`resolve_device_precision` adapts it to the device (``16-mixed`` on a CPU).
-6. :func:`resolve_strategy` turns ``strategy`` into a :class:`Strategy` instance.
-7. :meth:`Strategy.configure` hands the result to the strategy, which refuses what it
+2. `resolve_accelerator` turns ``accelerator`` into an `Accelerator`.
+3. `resolve_devices` turns ``devices`` into one ``torch.device`` per local process.
+4. `resolve_num_nodes` validates ``num_nodes``.
+5. `resolve_precision` normalises the precision string, and
+   `resolve_device_precision` adapts it to the device (``16-mixed`` on a CPU).
+6. `resolve_strategy` turns ``strategy`` into a `Strategy` instance.
+7. `Strategy.configure` hands the result to the strategy, which refuses what it
    cannot honour. The connector never inspects concrete strategy types.
 """
 
@@ -275,7 +275,7 @@ def resolve_strategy(
 ) -> Strategy:
     """The strategy for ``Fabric(strategy=...)``.
 
-    ``"auto"`` is the accelerator's choice (:meth:`Accelerator.auto_strategy`) when it
+    ``"auto"`` is the accelerator's choice (`Accelerator.auto_strategy`) when it
     makes one, else ``"single_device"`` for one process and ``"ddp"`` for more.
 
     Raises:

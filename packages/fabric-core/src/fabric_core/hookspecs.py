@@ -5,7 +5,7 @@ A plugin is a module named by an entry point in the ``fabric`` group::
     [project.entry-points.fabric]
     my_plugin = "my_package.plugin"
 
-The module holds functions marked with :data:`fabric_core.hookimpl` whose names are the
+The module holds functions marked with `fabric_core.hookimpl` whose names are the
 hooks below. Each hook receives a registry and registers names into it, preferably with
 ``"module:Class"`` paths so nothing heavy is imported until the name is used::
 
@@ -18,7 +18,7 @@ hooks below. Each hook receives a registry and registers names into it, preferab
 The hook names are public API: new hooks may be added, existing ones are never renamed.
 A plugin module may declare which plugin API versions it supports with a module-level
 ``FABRIC_PLUGIN_API = (1,)`` (or one integer); a plugin that does not list
-:data:`PLUGIN_API_VERSION` is skipped whole, with a message naming both versions, and a
+`PLUGIN_API_VERSION` is skipped whole, with a message naming both versions, and a
 module that declares nothing is loaded. ``fabric_core.testing`` checks that a strategy a
 plugin registers keeps the ``Strategy`` contract.
 """
@@ -51,7 +51,7 @@ def fabric_register_strategies(registry: Registry) -> None:
     """Register strategies by name into the strategy registry.
 
     Args:
-        registry: The :class:`~fabric_core.strategies.StrategyRegistry`. Call
+        registry: The `StrategyRegistry`. Call
             ``registry.register(name, "module:Class", description=..., **init_params)``.
     """
 
@@ -79,6 +79,6 @@ def fabric_register_precisions(registry: Registry) -> None:
 def fabric_register_checkpoint_formats(registry: Registry) -> None:
     """Register checkpoint formats that ``fabric checkpoint consolidate`` can turn into one file.
 
-    The registered class subclasses :class:`fabric_core.io.formats.CheckpointFormat`: a
+    The registered class subclasses `fabric_core.io.formats.CheckpointFormat`: a
     ``detect(path)`` static method and a ``consolidate(path, output)`` method.
     """

@@ -5,7 +5,7 @@ A registry maps a name (``"ddp"``) to a target, which is either a class or a
 register ``"fabric_deepspeed.strategy:DeepSpeedStrategy"`` without importing deepspeed.
 
 A registry does not find plugins itself: the plugin loader that fills it attaches itself
-with :meth:`Registry.discover_with`, and the registry asks it to run the first time a name is
+with `Registry.discover_with`, and the registry asks it to run the first time a name is
 looked up. This module imports nothing of fabric's and not torch: the command line lists
 registries without it.
 """
@@ -59,7 +59,7 @@ class RegistryEntry:
         description: One line shown by ``fabric strategies``.
         init_params: Keyword arguments passed to the class when the name is built.
         provider: The distribution that registered the name (``"fabric-ddp"``), or
-            :data:`DIRECT_PROVIDER` for names registered in code.
+            `DIRECT_PROVIDER` for names registered in code.
         requires: Import names that must be installed for the target to be built
             (the target's own module is always checked).
     """
@@ -97,7 +97,7 @@ class Discovery(Protocol):
 
 @dataclass(frozen=True)
 class RegistrySnapshot:
-    """The registrations of one registry at one moment, for :meth:`Registry.restore`."""
+    """The registrations of one registry at one moment, for `Registry.restore`."""
 
     entries: Mapping[str, RegistryEntry]
 
@@ -111,13 +111,13 @@ class Registry:
         hints: Names that a first-party distribution provides when installed, mapped to
             that distribution; an unknown name found here tells the user what to install.
         discovery: The plugin loader that fills this registry on first lookup; ``None`` for
-            a registry filled only in code. See :meth:`discover_with`.
+            a registry filled only in code. See `discover_with`.
     """
 
     base_class: str | None = None
     """``"module:Class"`` of the class every registered target must derive from (``None``: any).
 
-    Checked at :meth:`register` for a class, and when a ``"module:Class"`` path is imported.
+    Checked at `register` for a class, and when a ``"module:Class"`` path is imported.
     """
 
     def __init__(
@@ -155,7 +155,7 @@ class Registry:
         self._discovered = True
 
     def snapshot(self) -> RegistrySnapshot:
-        """The current registrations, to put back with :meth:`restore`."""
+        """The current registrations, to put back with `restore`."""
         with self._lock:
             return RegistrySnapshot(dict(self._entries))
 
@@ -341,7 +341,7 @@ class Registry:
         return cls
 
     def get_class(self, name: str) -> type[Any]:
-        """The class registered as ``name`` (the same as :meth:`get`)."""
+        """The class registered as ``name`` (the same as `get`)."""
         return self.get(name)
 
     def build(self, name: str, **overrides: Any) -> Any:

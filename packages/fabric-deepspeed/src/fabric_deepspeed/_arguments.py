@@ -3,7 +3,7 @@
 ``None`` stands for "not given" throughout: a given argument is a statement the user
 config must agree with, a missing one leaves the user config (or a default) in charge.
 ``DeepSpeedStrategy`` has the seed's literal defaults in its signature (``stage=2``,
-``offload_optimizer_device="cpu"``, ...); :func:`given_arguments` turns an argument equal to
+``offload_optimizer_device="cpu"``, ...); `given_arguments` turns an argument equal to
 its documented default into "not given", so passing a default explicitly never conflicts
 with a config nor counts as a detail that "has no effect".
 """
@@ -110,7 +110,7 @@ _COUNTS: Final = (
 class DeepSpeedArguments:
     """The config-shaping arguments of ``DeepSpeedStrategy``; ``None`` means "not given".
 
-    ``extras`` holds the further keyword arguments (see :data:`EXTRA_SETTINGS`).
+    ``extras`` holds the further keyword arguments (see `EXTRA_SETTINGS`).
     """
 
     stage: int | None = None
@@ -143,14 +143,14 @@ class DeepSpeedArguments:
 
 
 def given_arguments(values: Mapping[str, Any], extras: Mapping[str, Any]) -> DeepSpeedArguments:
-    """The arguments as statements: each value equal to its :data:`SEED_DEFAULTS` entry becomes ``None``.
+    """The arguments as statements: each value equal to its `SEED_DEFAULTS` entry becomes ``None``.
 
     A value counts as the default only if it has the default's type too (``stage=2``
     is the default, ``stage=2.0`` or ``single_submit=0`` are checked as given values).
 
     Args:
-        values: The config-shaping arguments by name (the keys of :data:`SEED_DEFAULTS`).
-        extras: The further keyword arguments (see :data:`EXTRA_SETTINGS`).
+        values: The config-shaping arguments by name (the keys of `SEED_DEFAULTS`).
+        extras: The further keyword arguments (see `EXTRA_SETTINGS`).
     """
     given = {name: None if _is_default(name, value) else value for name, value in values.items()}
     return DeepSpeedArguments(**given, extras=dict(extras))

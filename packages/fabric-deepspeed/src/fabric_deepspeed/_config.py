@@ -10,8 +10,8 @@ Vocabulary of this module:
   path. A conflict is an error naming both values; a default never conflicts (a value the
   user config holds replaces it).
 
-Each ``resolve_*`` function turns one concern into settings; :func:`build_config` merges
-them into the user config and :func:`validate_config` checks the result. Nothing here
+Each ``resolve_*`` function turns one concern into settings; `build_config` merges
+them into the user config and `validate_config` checks the result. Nothing here
 imports deepspeed.
 """
 
@@ -168,7 +168,7 @@ def load_user_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) 
 
 
 def resolve_zero(arguments: DeepSpeedArguments) -> list[Setting]:
-    """The ZeRO stage: the ``stage`` argument, else the user config's, else :data:`DEFAULT_STAGE`."""
+    """The ZeRO stage: the ``stage`` argument, else the user config's, else `DEFAULT_STAGE`."""
     if arguments.stage is not None:
         return [Setting(("zero_optimization", "stage"), arguments.stage, arguments.source("stage"))]
     return [Setting(("zero_optimization", "stage"), DEFAULT_STAGE)]
@@ -279,7 +279,7 @@ def resolve_aio(arguments: DeepSpeedArguments) -> list[Setting]:
 
 
 def resolve_extras(arguments: DeepSpeedArguments) -> list[Setting]:
-    """The settings of the further keyword arguments, at the paths of :data:`EXTRA_SETTINGS`."""
+    """The settings of the further keyword arguments, at the paths of `EXTRA_SETTINGS`."""
     return [
         Setting(path, arguments.extras[name], arguments.source(name))
         for name, path in EXTRA_SETTINGS.items()
@@ -292,7 +292,7 @@ def resolve_precision(precision: str, source: str | None) -> list[Setting]:
 
     ``source`` says where the precision came from (``"Fabric(precision='bf16-mixed')"``);
     ``None`` means it is only the default ``"32-true"``, and then the user config decides
-    (see :func:`precision_from_config`).
+    (see `precision_from_config`).
     """
     if source is None:
         return []
@@ -356,7 +356,7 @@ def validate_config(config: Mapping[str, Any], arguments: DeepSpeedArguments, fi
     ``final=False`` (a config built before Fabric gave the precision) tolerates ``"auto"``.
 
     Raises:
-        DeepSpeedConfigError: A value of the wrong type (see :func:`check_types`), an invalid
+        DeepSpeedConfigError: A value of the wrong type (see `check_types`), an invalid
             stage, offloading the stage cannot do, float16 and bfloat16 both enabled, float16
             loss-scale arguments without float16, or ``"auto"`` values fabric does not fill.
     """
@@ -398,7 +398,7 @@ def check_types(config: Mapping[str, Any]) -> None:
     DeepSpeed reads the top-level numbers and switches as they are (a string batch size
     fails deep in the engine, a string ``enabled`` turns half precision on for DeepSpeed
     but not for fabric's casts) and ignores a top-level key it does not know, so a typo of a
-    section name silently drops the section. ``"auto"`` is left to :func:`validate_config`.
+    section name silently drops the section. ``"auto"`` is left to `validate_config`.
     The other entries of the sections are DeepSpeed's to check (its pydantic models).
 
     Raises:
@@ -479,10 +479,10 @@ def build_config(
 
     Args:
         arguments: The strategy's config-shaping arguments.
-        user: The user config (see :func:`load_user_config`).
+        user: The user config (see `load_user_config`).
         precision: The precision string of the run.
         precision_source: Where the precision came from, ``None`` when it is only the default.
-        final: Whether the precision is final (see :func:`validate_config`).
+        final: Whether the precision is final (see `validate_config`).
 
     Raises:
         DeepSpeedConfigError: Two places disagree, or the result is not a valid config.

@@ -2,7 +2,7 @@
 
 A DeepSpeed checkpoint is a directory the engine writes (``engine.save_checkpoint``); the
 entries that are not the model or its optimizer travel in the engine's *client state*,
-under the key :data:`CLIENT_STATE_KEY`, with the names the model and optimizer were saved
+under the key `CLIENT_STATE_KEY`, with the names the model and optimizer were saved
 under, so a consolidated file can use the same names.
 """
 
@@ -114,7 +114,7 @@ def unpack_client_state(client_state: Mapping[str, Any]) -> tuple[str, dict[str,
     """The model's name and the user's entries from a checkpoint's client state.
 
     A checkpoint written by DeepSpeed without fabric has no entries; its model is called
-    :data:`DEFAULT_MODULE_KEY`.
+    `DEFAULT_MODULE_KEY`.
     """
     packed = client_state.get(CLIENT_STATE_KEY)
     if not isinstance(packed, Mapping):
@@ -125,7 +125,7 @@ def unpack_client_state(client_state: Mapping[str, Any]) -> tuple[str, dict[str,
 def saved_optimizer_key(client_state: Mapping[str, Any]) -> str | None:
     """The name the optimizer was saved under, from a checkpoint's client state.
 
-    ``None`` when ``fabric.save`` got no optimizer; :data:`DEFAULT_OPTIMIZER_KEY` for a
+    ``None`` when ``fabric.save`` got no optimizer; `DEFAULT_OPTIMIZER_KEY` for a
     checkpoint written by DeepSpeed without fabric.
     """
     packed = client_state.get(CLIENT_STATE_KEY)

@@ -11,13 +11,13 @@ Vocabulary of this module:
   with full tensors shaped like the parameters; *index-keyed*: ``optimizer.state_dict()``,
   whose ``"params"`` are the positions of the parameters in the optimizer's groups.
 
-Out (:func:`consolidate_optimizer_state`, one process, no process group): each per-parameter
+Out (`consolidate_optimizer_state`, one process, no process group): each per-parameter
 state of the flat partitions of a checkpoint's ranks is reassembled with the function that
 deepspeed's ``zero_to_fp32`` reassembles the master weights with (the states share their
 layout), so weights and states are cut the same way.
 
-In (:func:`load_full_optimizer_state`, into a live engine): the states are written through
-``deepspeed.utils.safe_set_full_optimizer_state`` (:func:`set_full`), which finds each
+In (`load_full_optimizer_state`, into a live engine): the states are written through
+``deepspeed.utils.safe_set_full_optimizer_state`` (`set_full`), which finds each
 parameter's slice of its rank's flat partition. The base optimizer creates its states at
 its first step, so an engine that has not stepped yet gets zero states of the saved kinds
 first, as deepspeed's own universal-checkpoint loader does.

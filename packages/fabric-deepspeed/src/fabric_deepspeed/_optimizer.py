@@ -11,7 +11,7 @@ Vocabulary of this module:
 The DeepSpeed optimizer steps the client optimizer with the client's own parameter-group
 dicts: ZeRO only replaces each group's ``"params"`` with its float32 partition. A learning
 rate written into ``client.param_groups[i]["lr"]`` is therefore the one the next
-``engine.step()`` uses. :class:`EngineOptimizer` is an ``Optimizer`` whose ``param_groups``
+``engine.step()`` uses. `EngineOptimizer` is an ``Optimizer`` whose ``param_groups``
 and ``state`` *are* the client's (live, also after a checkpoint load replaces them), whose
 ``step`` is ``engine.step()``, whose ``zero_grad`` is the DeepSpeed optimizer's, and whose
 ``state_dict`` is the DeepSpeed optimizer's (partitioned) state. A scheduler built on the
@@ -107,7 +107,7 @@ class EngineOptimizer(Optimizer):
             pending.fill_(math.nan if norm is None else float(norm))
 
     def clip_norm_at_next_step(self, max_norm: float, norm: torch.Tensor | None = None) -> None:
-        """Clip the gradients to ``max_norm`` in the next :meth:`step`, through DeepSpeed's own clipping.
+        """Clip the gradients to ``max_norm`` in the next `step`, through DeepSpeed's own clipping.
 
         Args:
             max_norm: The largest total (L2) norm the step may use.
@@ -167,7 +167,7 @@ _CLASSES: dict[type, type[EngineOptimizer]] = {}
 
 
 def engine_optimizer(engine: Any) -> EngineOptimizer:
-    """The :class:`EngineOptimizer` of ``engine``, an instance of the client optimizer's class too."""
+    """The `EngineOptimizer` of ``engine``, an instance of the client optimizer's class too."""
     client_class = type(engine.basic_optimizer)
     view_class = _CLASSES.get(client_class)
     if view_class is None:

@@ -9,7 +9,7 @@ and fabric's entries) and one ``*zero_pp_rank_<r>_mp_rank_00_optim_states.pt`` p
 Consolidation gathers the partitions into full float32 tensors with deepspeed's
 ``get_fp32_state_dict_from_zero_checkpoint``, on one process and without a process group;
 the optimizer's per-parameter states (Adam's moments, ...) are reassembled the same way
-(:mod:`fabric_deepspeed._interchange`). Importing this module does not import deepspeed.
+(`fabric_deepspeed._interchange`). Importing this module does not import deepspeed.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def consolidate_checkpoint(path: str | os.PathLike[str], tag: str | None = None)
 class DeepSpeedCheckpointFormat(CheckpointFormat):
     """The ``"deepspeed"`` format of ``fabric checkpoint consolidate``: a DeepSpeed checkpoint directory.
 
-    The single file it writes holds what :func:`consolidate_checkpoint` returns, so
+    The single file it writes holds what `consolidate_checkpoint` returns, so
     ``fabric.load(file, {"model": model, "optimizer": optimizer, ...})`` restores it under
     any strategy (Adam's moments included, where the strategy loads name-keyed optimizer
     states).

@@ -92,7 +92,7 @@ class DeepSpeedStrategy(ParallelStrategy):
     plain loop; ``fabric.clip_gradients`` clips a step, the config clips every step) and any
     torch optimizer is allowed (``zero_allow_untested_optimizer``).
     ``train_micro_batch_size_per_gpu`` is set to 1 when the config names no batch size
-    (DeepSpeed requires one; the loop feeds the batches). See :attr:`config`.
+    (DeepSpeed requires one; the loop feeds the batches). See `config`.
 
     **The loop stays the same.** ``fabric.setup(model, optimizer)`` returns the DeepSpeed
     engine (as the model) and a ``torch.optim.Optimizer`` whose ``param_groups`` are those
@@ -140,7 +140,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         cluster_environment: Where ranks come from; detected when omitted.
         checkpoint_io: Reads single-file checkpoints (``fabric.load_raw``, consolidated
             files); DeepSpeed writes its checkpoint directories itself.
-        precision_plugin: A :class:`~fabric_deepspeed.DeepSpeedPrecision`; built from
+        precision_plugin: A `DeepSpeedPrecision`; built from
             ``Fabric(precision=...)`` when omitted.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
         timeout: How long collectives wait for the other processes (``None``: 5 minutes on
@@ -268,7 +268,7 @@ class DeepSpeedStrategy(ParallelStrategy):
 
     @classmethod
     def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """A :class:`~fabric_deepspeed.DeepSpeedPrecision` for ``Fabric(precision=...)``.
+        """A `DeepSpeedPrecision` for ``Fabric(precision=...)``.
 
         Raises:
             ValueError: ``64-true``, or float16 on the CPU.
@@ -308,7 +308,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         The new config is checked against the arguments and the precision like the first one.
 
         Returns:
-            A copy of the completed config the engines will be built with (:attr:`config`):
+            A copy of the completed config the engines will be built with (`config`):
             the user config with the arguments' settings and fabric's defaults filled in.
 
         Raises:
@@ -362,7 +362,7 @@ class DeepSpeedStrategy(ParallelStrategy):
     def estimate_memory(self, module: nn.Module, optimizer: str) -> MemoryEstimate:
         """Per-rank bytes of parameters, gradients and optimizer state under this ZeRO stage.
 
-        See :mod:`fabric_deepspeed._estimate` for DeepSpeed's accounting.
+        See `fabric_deepspeed._estimate` for DeepSpeed's accounting.
         """
         from fabric_deepspeed._estimate import estimate_zero
 
@@ -701,12 +701,12 @@ class DeepSpeedStrategy(ParallelStrategy):
     ) -> dict[str, Any]:
         """Restore a checkpoint written by any first-party strategy into ``state``.
 
-        A DeepSpeed directory written by :meth:`save_checkpoint` with this number of
+        A DeepSpeed directory written by `save_checkpoint` with this number of
         processes and ZeRO stage is read by the engine: the model, its optimizer (if
         ``state`` names it) and the other entries, exactly. A single file (from a single
         device, DDP, FSDP's full state dict, a consolidated checkpoint) loads full weights
-        into the model through :meth:`load_module_state_dict` and a full optimizer state,
-        index- or name-keyed, through :meth:`load_optimizer_state`: Adam's moments, the step
+        into the model through `load_module_state_dict` and a full optimizer state,
+        index- or name-keyed, through `load_optimizer_state`: Adam's moments, the step
         and the learning rates carry over. A directory of another layout (a DeepSpeed one of
         another world size or stage, a ``torch.distributed.checkpoint`` one from FSDP or
         model parallel, another registered format) is consolidated into a temporary file on

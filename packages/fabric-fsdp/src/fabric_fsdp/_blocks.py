@@ -1,7 +1,7 @@
 """Activation checkpointing and regional compile per block, in the one order that composes with FSDP2.
 
 Glossary: a *block* is a submodule that gets its own ``fully_shard`` (FSDPStrategy's
-auto-wrap policy, ModelParallelStrategy's :func:`~fabric_fsdp.model_parallel.default_units`),
+auto-wrap policy, ModelParallelStrategy's `default_units`),
 typically a transformer layer, repeated many times.
 
 The order, per block, and why (measured; see ``docs/guide/fsdp.md``, "Activation
@@ -76,7 +76,7 @@ def resolve_block_options(
 
     Args:
         checkpoint: ``True``, ``False``, a layer class or a set/list/tuple of them.
-        compile_blocks: See :func:`resolve_compile_blocks`.
+        compile_blocks: See `resolve_compile_blocks`.
         owner: The strategy's name, for messages.
         custom: The user shards the model (``parallelize_fn``), so the strategy cannot
             apply either option; asking for one is refused with the helper to call.
@@ -180,7 +180,7 @@ def checkpoint_block(block: nn.Module) -> None:
 
 
 def is_checkpointed(block: nn.Module) -> bool:
-    """Whether :func:`checkpoint_block` (or :func:`prepare_blocks`) was applied to ``block``."""
+    """Whether `checkpoint_block` (or `prepare_blocks`) was applied to ``block``."""
     return bool(block.__dict__.get(_CHECKPOINTED, False))
 
 

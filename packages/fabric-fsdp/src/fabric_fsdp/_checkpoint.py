@@ -1,10 +1,10 @@
 """Saving and loading sharded modules: which layout, and where the work goes.
 
-The layouts are described in :mod:`fabric_fsdp.checkpoint`. Model and optimizer state go
+The layouts are described in `fabric_fsdp.checkpoint`. Model and optimizer state go
 through ``torch.distributed.checkpoint.state_dict`` (``get_*_state_dict`` /
 ``set_*_state_dict``), which knows how DTensor shards map to full tensors; everything else
-is stored as it is. :mod:`fabric_core.io.dcp` writes and reads sharded directories (for every strategy),
-:mod:`fabric_fsdp._full` single files.
+is stored as it is. `fabric_core.io.dcp` writes and reads sharded directories (for every strategy),
+`fabric_fsdp._full` single files.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore ``state`` in place from a DCP directory, a full file or another format's directory.
 
-    See :func:`fabric_core.io.interchange.load_checkpoint_anywhere`; single files are read
+    See `fabric_core.io.interchange.load_checkpoint_anywhere`; single files are read
     whole by every process, which keeps its shards.
 
     Raises:

@@ -3,8 +3,8 @@
 ``fully_shard`` and ``parallelize_module`` replace each parameter of a module with a new
 ``nn.Parameter`` holding a DTensor (the local shard). An optimizer built before that still
 holds the old tensors and would update nothing the model uses, so the old-to-new mapping is
-recorded while sharding (core's :class:`~fabric_core.utilities.optimizer.ParameterSlots`) and
-applied to optimizers when they are set up (:func:`rebind_optimizer`).
+recorded while sharding (core's `ParameterSlots`) and
+applied to optimizers when they are set up (`rebind_optimizer`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def rebind_optimizer(optimizer: Optimizer, replacements: Mapping[torch.Tensor, t
     """Point ``optimizer``'s parameter groups at the sharded parameters, in place; return how many moved.
 
     Checks that the optimizer can follow, then re-points it with core's
-    :func:`~fabric_core.utilities.optimizer.repoint_optimizer` (nothing is changed when a
+    `repoint_optimizer` (nothing is changed when a
     check fails).
 
     Raises:

@@ -1,6 +1,6 @@
 """What FSDPStrategy and ModelParallelStrategy share: a module becomes DTensor shards in place.
 
-Subclasses say how a module is sharded (:meth:`ShardedStrategy._parallelize`) and whether
+Subclasses say how a module is sharded (`ShardedStrategy._parallelize`) and whether
 checkpoints are sharded; this base class handles the rest of a sharded module's life:
 meta-device creation and materialisation, re-pointing optimizers at the shards, skipping
 gradient synchronisation, clipping sharded gradients, and checkpoints.
@@ -81,9 +81,9 @@ class ShardedStrategy(ParallelStrategy, ABC):
 
         A module built under ``fabric.init_module(empty_init=True)`` is on the meta device:
         it is sharded first and only the local shards are then allocated and initialised
-        (see :meth:`module_init_context`). The parameters that sharding replaced are
+        (see `module_init_context`). The parameters that sharding replaced are
         remembered, so optimizers built before this call are re-pointed at the shards by
-        :meth:`setup_optimizer`.
+        `setup_optimizer`.
 
         A ``torch.compile``-d module is sharded inside (its ``_orig_mod``) and returned
         compiled: compilation traces on the first call, after sharding. The sharded module
@@ -141,7 +141,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
         return stack
 
     def estimate_memory(self, module: nn.Module, optimizer: str) -> MemoryEstimate:
-        """Per-rank bytes of parameters, gradients and optimizer state once sharded (see :mod:`fabric_fsdp._estimate`)."""
+        """Per-rank bytes of parameters, gradients and optimizer state once sharded (see `fabric_fsdp._estimate`)."""
         from fabric_fsdp._estimate import estimate_sharded
 
         return estimate_sharded(self, module, optimizer)
@@ -215,7 +215,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
         """Save ``state``: a sharded DCP directory, or one full file from rank 0.
 
         Every process must call it (gathering and writing shards are collective). See
-        :mod:`fabric_fsdp.checkpoint` for the layouts.
+        `fabric_fsdp.checkpoint` for the layouts.
 
         Raises:
             TypeError: ``storage_options`` was given, or an optimizer's model is not in
@@ -233,7 +233,7 @@ class ShardedStrategy(ParallelStrategy, ABC):
     def wait_for_checkpoint(self) -> None:
         """Block until the asynchronous save in flight (``async_save=True``) is complete; a no-op otherwise.
 
-        ``fabric.load`` and :meth:`teardown` call it; call it yourself before reading a
+        ``fabric.load`` and `teardown` call it; call it yourself before reading a
         checkpoint with something other than fabric.
         """
         if self._async_saver is not None:

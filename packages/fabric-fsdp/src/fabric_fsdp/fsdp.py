@@ -56,13 +56,13 @@ class FSDPStrategy(ShardedStrategy):
     - ``auto_wrap_policy``: FSDP1's ``ModuleWrapPolicy``, ``CustomPolicy`` and
       ``(module, recurse, nonwrapped_numel)`` callables (size- and transformer-based
       policies, bound with ``functools.partial``) select the modules that get their own
-      ``fully_shard`` (see :meth:`configure_fsdp_auto_wrap_policy`).
+      ``fully_shard`` (see `configure_fsdp_auto_wrap_policy`).
     - ``activation_checkpointing``: ``True`` recomputes, in backward, the activations of
       the modules the wrap policy selects; layer classes select those instead.
 
     Per block (each module the wrap policy selects), ``fabric.setup`` applies, in this
     order: activation checkpointing, regional compile (``compile_blocks``), ``fully_shard``
-    (see :mod:`fabric_fsdp._blocks` and the guide for why this order). Parameter names
+    (see `fabric_fsdp._blocks` and the guide for why this order). Parameter names
     and state-dict keys do not change, so checkpoints load into the plain model.
     - ``state_dict_type``: ``None``/``"sharded"``/``StateDictType.SHARDED_STATE_DICT`` or
       ``"full"``/``StateDictType.FULL_STATE_DICT``.
@@ -103,7 +103,7 @@ class FSDPStrategy(ShardedStrategy):
         cluster_environment: Where ranks come from; detected when omitted.
         checkpoint_io: How full (single-file) checkpoints are written.
         precision_plugin: The precision plugin; ``Fabric(precision="bf16-mixed")`` gives
-            :class:`~fabric_fsdp.FSDPPrecision`.
+            `FSDPPrecision`.
         process_group_backend: ``"gloo"`` (CPU default), ``"nccl"`` (CUDA default), ...
         timeout: How long collectives wait for the other processes (``None``: 5 minutes on
             gloo, so a skipped collective surfaces quickly; torch's default otherwise).
@@ -211,7 +211,7 @@ class FSDPStrategy(ShardedStrategy):
 
     @classmethod
     def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """``16-mixed`` and ``bf16-mixed`` give :class:`~fabric_fsdp.FSDPPrecision`; other strings the core plugins."""
+        """``16-mixed`` and ``bf16-mixed`` give `FSDPPrecision`; other strings the core plugins."""
         if precision in ("16-mixed", "bf16-mixed"):
             return FSDPPrecision("float16" if precision == "16-mixed" else "bfloat16", device_type)
         return super().precision_for(precision, device_type)

@@ -55,13 +55,13 @@ class ModelParallelStrategy(ShardedStrategy):
       over it.
 
     Without ``parallelize_fn`` (e.g. ``Fabric(strategy="model_parallel")``) the model is
-    trained with FSDP2 over the data-parallel axis (:func:`default_parallelize`): each
+    trained with FSDP2 over the data-parallel axis (`default_parallelize`): each
     child block gets its own ``fully_shard``, then the root. There is no tensor-parallel
     plan then, so ``"auto"`` sizes put every process on the data-parallel axis.
 
     The data loader is sharded over the data-parallel axis only: all processes of a
     tensor-parallel group see the same batch. Optimizers may be created before or after
-    setup (see :meth:`setup_optimizer`), and ``fabric.init_module(empty_init=True)`` builds
+    setup (see `setup_optimizer`), and ``fabric.init_module(empty_init=True)`` builds
     the model on the meta device so that only local shards are ever allocated.
 
     Args:
@@ -69,7 +69,7 @@ class ModelParallelStrategy(ShardedStrategy):
         checkpoint_io: How full (single-file) checkpoints are written.
         precision_plugin: The precision plugin (for parameter and reduction dtypes, pass a
             ``MixedPrecisionPolicy`` to ``fully_shard`` in ``parallelize_fn``).
-        parallelize_fn: ``(model, device_mesh) -> model``; ``None``: :func:`default_parallelize`.
+        parallelize_fn: ``(model, device_mesh) -> model``; ``None``: `default_parallelize`.
         data_parallel_size: The size of the data-parallel axis; ``"auto"``: the number of
             nodes (every process without ``parallelize_fn``), or whatever the
             tensor-parallel size leaves.
@@ -85,7 +85,7 @@ class ModelParallelStrategy(ShardedStrategy):
         start_method: ``"popen"`` (re-run the script), ``"spawn"`` or ``"fork"``.
         precision: Lightning Fabric's name for ``precision_plugin``.
         async_save: Write sharded checkpoints in the background, as
-            :class:`~fabric_fsdp.FSDPStrategy` does with ``async_save=True``.
+            `FSDPStrategy` does with ``async_save=True``.
         data_parallel_replicate_size: How many replicas the data-parallel axis holds
             (hybrid sharding, HSDP): the axis is then split into ``"data_replicate"`` (this
             size) x ``"data_shard"`` (the rest); parameters are sharded within a replica
@@ -112,16 +112,16 @@ class ModelParallelStrategy(ShardedStrategy):
         tensor_parallel_plan: Without ``parallelize_fn``: a plan of
             ``torch.distributed.tensor.parallel.parallelize_module`` (module name or
             ``fnmatch`` pattern -> ``ColwiseParallel()``, ``RowwiseParallel()``, ...) that
-            :func:`default_parallelize` applies over the tensor-parallel axis before FSDP2
+            `default_parallelize` applies over the tensor-parallel axis before FSDP2
             (under a pipeline, each stage takes the entries of its own modules).
         activation_checkpointing: Without ``parallelize_fn``: ``True`` recomputes the
-            activations of every block :func:`default_units` finds, layer classes those
+            activations of every block `default_units` finds, layer classes those
             layers instead; ``False``: none. With ``parallelize_fn``, call
-            :func:`fabric_fsdp.prepare_blocks` in it instead.
+            `fabric_fsdp.prepare_blocks` in it instead.
         compile_blocks: Without ``parallelize_fn``: compile each block on its own, after
             checkpointing and before ``fully_shard`` (``True``: torch.compile's defaults; a
             dict: ``torch.compile`` keywords). As with
-            :class:`~fabric_fsdp.FSDPStrategy`, it replaces a whole-model
+            `FSDPStrategy`, it replaces a whole-model
             ``torch.compile`` given to ``fabric.setup`` (said once).
 
     Everything after ``precision_plugin`` is keyword-only (the seed's order).
@@ -523,7 +523,7 @@ def default_parallelize(
     are left to the root), then ``model`` itself, all on ``device_mesh["data_parallel"]``.
     So only one block's parameters are gathered at a time, as with
     ``FSDPStrategy(auto_wrap_policy=...)`` for the model's blocks. Before sharding, the
-    blocks are checkpointed and compiled as :func:`fabric_fsdp.prepare_blocks` does.
+    blocks are checkpointed and compiled as `fabric_fsdp.prepare_blocks` does.
     """
     if tensor_parallel_plan:
         plan = {key: style for key, style in tensor_parallel_plan.items() if _names_a_module(model, key)}
@@ -565,7 +565,7 @@ def _data_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
 
 
 def default_units(model: nn.Module) -> list[nn.Module]:
-    """The child blocks :func:`default_parallelize` shards one by one (see there), in registration order."""
+    """The child blocks `default_parallelize` shards one by one (see there), in registration order."""
     candidates: list[nn.Module] = []
 
     def visit(module: nn.Module) -> None:

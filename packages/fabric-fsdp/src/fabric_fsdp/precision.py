@@ -17,7 +17,7 @@ class FSDPPrecision(MixedPrecision):
     On the wire, FSDP2 casts each shard to the low dtype before the all-gather, so gathered
     parameters and forward/backward compute are in that dtype and all-gathers move half the
     bytes; gradients are reduce-scattered in float32 into the float32 shards
-    (:attr:`mp_policy`). The forward also runs under ``torch.autocast``, which keeps
+    (`mp_policy`). The forward also runs under ``torch.autocast``, which keeps
     numerically sensitive operations (softmax, norms, losses) in float32, and float outputs
     are returned as float32.
 

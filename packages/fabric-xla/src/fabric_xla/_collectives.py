@@ -38,7 +38,7 @@ def all_reduce(
     """Reduce ``tensor`` over the processes; the result is on the tensor's own device.
 
     Raises:
-        ValueError: ``reduce_op`` is not one of :data:`REDUCE_OPS`.
+        ValueError: ``reduce_op`` is not one of `REDUCE_OPS`.
     """
     name = reduce_op.lower() if isinstance(reduce_op, str) else reduce_op
     if name not in REDUCE_OPS:

@@ -83,7 +83,7 @@ def gather_full_state_dict(module: nn.Module, keep: bool) -> dict[str, Any]:
 def consolidate_shards(shards: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
     """The full state dict, with the unwrapped module's keys, from every rank's sharded state dict.
 
-    The inverse of :func:`shard_full_state_dict` (and what torch_xla's
+    The inverse of `shard_full_state_dict` (and what torch_xla's
     ``consolidate_sharded_state_dicts`` computes), in plain torch: it runs without torch_xla.
 
     Args:

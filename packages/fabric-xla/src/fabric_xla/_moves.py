@@ -2,10 +2,10 @@
 
 A CPU tensor cannot take over XLA storage, so ``module.to(xla_device)`` replaces every
 parameter with a new ``Parameter`` object (a CUDA move keeps them). An optimizer created
-before ``fabric.setup`` would go on stepping the stale CPU copies. :class:`ParameterMoves`
+before ``fabric.setup`` would go on stepping the stale CPU copies. `ParameterMoves`
 remembers which parameter became which (core's
-:class:`~fabric_core.utilities.optimizer.ParameterSlots`), and points optimizers at the
-moved ones (:func:`~fabric_core.utilities.optimizer.repoint_optimizer`).
+`ParameterSlots`), and points optimizers at the
+moved ones (`repoint_optimizer`).
 """
 
 from __future__ import annotations

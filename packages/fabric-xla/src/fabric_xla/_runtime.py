@@ -131,7 +131,7 @@ def sync() -> None:
 def to_cpu(data: Any) -> Any:
     """A copy of ``data`` with every XLA tensor moved to the CPU (other objects are kept).
 
-    Call :func:`sync` first, so each transfer copies a computed value instead of running
+    Call `sync` first, so each transfer copies a computed value instead of running
     its own graph.
     """
     return apply_to_tensors(data, lambda tensor: tensor.cpu() if tensor.device.type == "xla" else tensor)

@@ -23,7 +23,7 @@ class XLASteps:
 
     Mixed in before the strategy base (``class S(XLACheckpoints, XLASteps, Strategy)``), so
     ``super()`` reaches the base strategy's backward and optimizer step. A strategy that
-    reduces gradients itself (``XLAStrategy``) overrides :meth:`optimizer_step`.
+    reduces gradients itself (``XLAStrategy``) overrides `optimizer_step`.
     """
 
     _moves: ParameterMoves
@@ -35,7 +35,7 @@ class XLASteps:
 
     @classmethod
     def precision_for(cls, precision: str, device_type: str) -> Precision:
-        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see :mod:`fabric_xla.precision`)."""
+        """``32-true``, ``bf16-true`` or ``bf16-mixed`` on XLA devices (see `fabric_xla.precision`)."""
         return xla_precision(precision, cls.__name__)
 
     def module_to_device(self, module: nn.Module) -> None:

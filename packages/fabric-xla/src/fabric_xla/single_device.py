@@ -20,7 +20,7 @@ class SingleDeviceXLAStrategy(XLACheckpoints, XLASteps, SingleDeviceStrategy):
 
     XLA records the forward and backward passes lazily; ``optimizer.step()`` steps and
     then calls ``torch_xla.sync()``, which compiles the step's graph once and runs it, so
-    the loop needs no XLA-specific call (a loop that calls :meth:`mark_step` after the
+    the loop needs no XLA-specific call (a loop that calls `mark_step` after the
     step, as the seed's does, runs unchanged). Checkpoints are CPU tensors that plain
     ``torch.load`` and every other strategy read.
 

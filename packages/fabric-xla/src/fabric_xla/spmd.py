@@ -54,7 +54,7 @@ class XLASPMDStrategy(XLACheckpoints, XLASteps, Strategy):
     tensors on the SPMD device; a gather adds a dimension of size one): the one process
     already holds every result, and the compiler put the cross-device collectives into the
     step itself. What this class adds is placement (the virtual device, sharded parameters
-    and batches) and running the graph (:meth:`mark_step`, and ``sync()`` after each step).
+    and batches) and running the graph (`mark_step`, and ``sync()`` after each step).
 
     Checkpoints hold full CPU tensors (the runtime assembles the shards), readable by plain
     ``torch.load`` and every other strategy; loading copies into the sharded parameters.

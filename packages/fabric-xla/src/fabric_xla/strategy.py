@@ -48,18 +48,18 @@ class XLAStrategy(XLACheckpoints, XLASteps, ParallelStrategy):
     written by global rank 0 as CPU tensors, readable by plain ``torch.load`` and by every
     other strategy.
 
-    Processes are started by :class:`~fabric_xla.launcher.XLALauncher` from
+    Processes are started by `XLALauncher` from
     ``fabric.launch(fn)``; with one device everything runs in the calling process.
 
     The loop of Lightning Fabric and of the seed runs unchanged: ``optimizer.step()``
-    already runs the step's graph, and :meth:`mark_step` (called after it by loops that
+    already runs the step's graph, and `mark_step` (called after it by loops that
     check ``hasattr(fabric.strategy, "mark_step")``) finds nothing left to run.
 
     Args:
         sync_module_states: Broadcast the parameters and buffers of global rank 0 to every
             process in ``setup``, so all replicas start equal.
         parallel_devices: One device per process on this host; set by ``Fabric`` when omitted.
-        cluster_environment: Where ranks come from: :class:`~fabric_xla.environment.XLAEnvironment`
+        cluster_environment: Where ranks come from: `XLAEnvironment`
             (the XLA runtime) unless given.
         checkpoint_io: How checkpoint files are written.
         precision_plugin: The precision plugin; built from ``Fabric(precision=...)`` when omitted.

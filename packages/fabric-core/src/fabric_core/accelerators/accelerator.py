@@ -32,7 +32,7 @@ class Accelerator(ABC):
 
     @classmethod
     def unavailable_reason(cls) -> str:
-        """Why :meth:`is_available` is false, for the error ``Fabric(accelerator=...)`` raises.
+        """Why `is_available` is false, for the error ``Fabric(accelerator=...)`` raises.
 
         Override to name the cause and the fix (a missing package, a runtime variable).
         """
@@ -70,7 +70,7 @@ class Accelerator(ABC):
         """Prepare ``device`` for use by this process (e.g. make it the current CUDA device)."""
 
     def teardown(self) -> None:
-        """Release what :meth:`setup_device` acquired."""
+        """Release what `setup_device` acquired."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

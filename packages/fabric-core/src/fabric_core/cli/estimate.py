@@ -3,7 +3,7 @@
 The model is built on the meta device (nothing is allocated) from a factory named
 ``package.module:function`` or ``path/to/script.py:function``; the strategy is configured
 as ``Fabric(...)`` would configure it, without starting processes. See
-:func:`fabric_core.utilities.memory.estimate_memory`. A mistake prints one line and exits 2.
+`fabric_core.utilities.memory.estimate_memory`. A mistake prints one line and exits 2.
 """
 
 from __future__ import annotations

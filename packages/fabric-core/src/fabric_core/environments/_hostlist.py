@@ -36,10 +36,10 @@ def expand_hostlist(text: str) -> list[str]:
 
 
 def iter_hostlist(text: str) -> Iterator[str]:
-    """Like :func:`expand_hostlist`, lazily (the first host without expanding the rest).
+    """Like `expand_hostlist`, lazily (the first host without expanding the rest).
 
     Raises:
-        ValueError: As :func:`expand_hostlist`.
+        ValueError: As `expand_hostlist`.
     """
     if not text or not text.strip():
         raise ValueError("The host list is empty; expected something like 'node[1-4]'.")

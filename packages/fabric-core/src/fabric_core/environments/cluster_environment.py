@@ -10,7 +10,7 @@ class ClusterEnvironment(ABC):
     """Tells a process its place in the job: ranks, world size, and where rank 0 listens.
 
     Subclasses are registered by name in ``ENVIRONMENT_REGISTRY``. Automatic detection
-    asks each registered class's :meth:`detect` in ascending ``detection_priority`` and
+    asks each registered class's `detect` in ascending ``detection_priority`` and
     uses the first that answers yes.
     """
 

@@ -10,7 +10,7 @@ A batch script that starts one task per GPU::
     srun python train.py
 
 ``--signal=SIGUSR1@90`` makes SLURM send SIGUSR1 to every task 90 seconds before the time
-limit; :func:`register_requeue_handler` turns that into "save, then requeue the job".
+limit; `register_requeue_handler` turns that into "save, then requeue the job".
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def register_requeue_handler(
     ``on_signal`` runs inside a Python signal handler, at an arbitrary point of the
     training loop. A callback that communicates (a collective, a barrier) can deadlock when
     the ranks are interrupted at different points; prefer saving rank-local state there, or
-    set a flag that the loop checks at a step boundary and save and call :func:`requeue_job`
+    set a flag that the loop checks at a step boundary and save and call `requeue_job`
     from the loop.
 
     Args:

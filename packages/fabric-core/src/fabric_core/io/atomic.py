@@ -159,7 +159,7 @@ def partial_directory(target: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
-    """An empty directory beside ``target`` (see :func:`partial_directory`), put at ``target`` on success.
+    """An empty directory beside ``target`` (see `partial_directory`), put at ``target`` on success.
 
     What a killed write leaves under the partial name is removed by the next write to
     ``target``; an error in the block removes it at once. One process writes at a time.

@@ -51,10 +51,10 @@ class TorchCheckpointIO(CheckpointIO):
     <token>.tmp``, with the umask's permissions), flushes it to disk and renames it over the
     target, so a crash, a kill or an error mid-write leaves the previous checkpoint intact
     and never a half-written file under the target's name. The next save to the directory
-    removes what a killed save left (see :mod:`fabric_core.io.atomic`). Loading uses
+    removes what a killed save left (see `fabric_core.io.atomic`). Loading uses
     ``weights_only=True`` unless told otherwise, which refuses to run code hidden in a pickle.
 
-    Every mistake gets one message that says what to do (see :mod:`fabric_core.io.diagnose`):
+    Every mistake gets one message that says what to do (see `fabric_core.io.diagnose`):
     a read-only directory, a full disk, a directory or a file in the way, an object pickle
     cannot store (named by its place in the state); a missing, empty, truncated, corrupted
     or foreign file.
@@ -108,7 +108,7 @@ class TorchCheckpointIO(CheckpointIO):
         """Read the checkpoint at ``path``.
 
         Args:
-            path: The file written by :meth:`save_checkpoint` (or any ``torch.save`` file).
+            path: The file written by `save_checkpoint` (or any ``torch.save`` file).
             map_location: Where tensors are loaded (``"cpu"`` by default).
             weights_only: Refuse arbitrary pickled objects (default ``True``). Pass ``False``
                 only for checkpoints you trust.
@@ -140,7 +140,7 @@ def read_checkpoint_file(
 
     ``mmap=True`` maps the file instead of reading it (tensor bytes are read when used);
     it needs the zip format of ``torch.save`` (since torch 1.6) and falls back to reading
-    older files. Errors as :meth:`TorchCheckpointIO.load_checkpoint`.
+    older files. Errors as `TorchCheckpointIO.load_checkpoint`.
     """
     path = Path(path)
     if not path.exists():

@@ -65,10 +65,10 @@ def save_sharded(
 
     The directory is written next to ``path`` as ``.<name>.partial`` and put at ``path`` by
     rank 0 once complete (swapped in one step where the file system can, see
-    :func:`fabric_core.io.atomic.replace_path`), so a failure or a kill mid-write leaves any
+    `fabric_core.io.atomic.replace_path`), so a failure or a kill mid-write leaves any
     previous checkpoint at ``path`` as it was; DCP writes ``.metadata`` last, and only into
     the partial directory. The next save to ``path`` removes what a killed save left. Rank 0
-    adds the manifest (:mod:`fabric_core.io.manifest`) before the directory takes its name.
+    adds the manifest (`fabric_core.io.manifest`) before the directory takes its name.
     """
     checkpoint, path, partial = _prepare(strategy, path, state, filter, module_for)
     dcp.save(checkpoint, storage_writer=FileSystemWriter(partial))
@@ -113,12 +113,12 @@ def _finish(strategy: Strategy, partial: Path, path: Path) -> None:
 class AsyncSaver:
     """Sharded saves written in the background (DCP's ``async_save``), one at a time.
 
-    :meth:`save` returns once this process's shards are copied into CPU memory (DCP's
+    `save` returns once this process's shards are copied into CPU memory (DCP's
     staging); a thread writes them while training goes on. When every process has written
     and rank 0 has written ``.metadata``, rank 0 gives the directory its name, as a
     blocking save does: until then the previous checkpoint at the path is untouched, so a
-    crash mid-write leaves the last complete checkpoint loadable. The next :meth:`save`,
-    :meth:`wait` (which ``fabric.load`` and the strategy's teardown call) and the end of
+    crash mid-write leaves the last complete checkpoint loadable. The next `save`,
+    `wait` (which ``fabric.load`` and the strategy's teardown call) and the end of
     the process wait for the save in flight; a failure in the background is raised there,
     on every process that saw it.
 
@@ -221,7 +221,7 @@ class _PendingSave:
 class _CheckedLoadPlanner(DefaultLoadPlanner):
     """DCP's default planner, except that pickled (non-tensor) entries must pass ``weights_only`` loading.
 
-    Refused entries are left out and listed in :attr:`refused`; :func:`_load` raises for them
+    Refused entries are left out and listed in `refused`; `_load` raises for them
     once DCP is done (an error raised inside DCP would reach the caller wrapped and logged).
     """
 

@@ -95,7 +95,7 @@ def _replaceable_by_directory(path: Path) -> bool:
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:
-    """Create the parent directories of ``path``, raising :func:`save_error`'s message if that fails."""
+    """Create the parent directories of ``path``, raising `save_error`'s message if that fails."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +282,7 @@ def load_error(
 
     A file that is whole but holds objects ``weights_only`` loading refuses gets the advice
     to pass ``weights_only=False`` (only then: for a damaged file that advice is wrong and
-    unsafe). A damaged file is described by :func:`damage`.
+    unsafe). A damaged file is described by `damage`.
     """
     path = Path(path)
     if weights_only and isinstance(error, pickle.UnpicklingError):

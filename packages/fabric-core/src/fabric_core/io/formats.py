@@ -3,7 +3,7 @@
 Sharded strategies write directories (one file per rank, or a DCP directory). A
 ``CheckpointFormat`` recognises such a directory, describes it, and writes the equivalent
 single file that plain ``torch.load`` reads; a format that can also be written from a single
-file (``"dcp"``) implements :meth:`CheckpointFormat.from_file`. Formats are registered
+file (``"dcp"``) implements `CheckpointFormat.from_file`. Formats are registered
 through the ``fabric_register_checkpoint_formats`` hook; fabric-core provides ``"dcp"``.
 """
 

@@ -3,18 +3,18 @@
 Every first-party strategy writes one of three things: a ``torch.save`` file of full
 tensors (single device, ddp, dp, ``fsdp`` with ``state_dict_type="full"``), a DCP directory
 (``fsdp``, ``model_parallel``) or a directory of a format a plugin registers (DeepSpeed's).
-:func:`load_checkpoint_anywhere` picks the reader from what is at the path, so any of them
+`load_checkpoint_anywhere` picks the reader from what is at the path, so any of them
 loads under any strategy:
 
 - a file goes to the strategy's own file loader, which keeps its shards of the full tensors;
-- a DCP directory is read by :func:`fabric_core.io.dcp.load_sharded`, each process reading
+- a DCP directory is read by `fabric_core.io.dcp.load_sharded`, each process reading
   the slices it holds (DCP reshards from any world size to any other);
 - a directory of another format is consolidated by that format
-  (:meth:`~fabric_core.io.formats.CheckpointFormat.consolidate`) into a temporary single
+  (`consolidate`) into a temporary single
   file on each process, which the file loader then reads.
 
 Optimizer state keyed by parameter name (DCP's form) and by index (``Optimizer.state_dict``)
-both load: :mod:`fabric_core.io.optimizer_state` converts through the model in the state.
+both load: `fabric_core.io.optimizer_state` converts through the model in the state.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def load_checkpoint_anywhere(
 
     Args:
         path: A checkpoint file or directory.
-        state: What to restore (see :meth:`fabric_core.Fabric.load`).
+        state: What to restore (see `fabric_core.Fabric.load`).
         strict: Require every name in ``state`` in the checkpoint, and exact module keys.
         weights_only: Refuse pickled objects (``None``: refuse).
         module_for: Finds the module an optimizer trains (for name-keyed optimizer state).

@@ -7,7 +7,7 @@ of fabric hold the numbered form, DCP directories the named form; loading conver
 into the other through the model, so a checkpoint of either form loads into any strategy.
 
 Getting and setting named state needs the module whose parameters the optimizer trains; a
-:data:`ModuleFinder` finds it in the state (see :func:`module_in_state`).
+`ModuleFinder` finds it in the state (see `module_in_state`).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def collect_state(
 ) -> dict[str, Any]:
     """Replace each module, optimizer and stateful object by its state dict (as the getters make it).
 
-    Core's :func:`~fabric_core.utilities.checkpoint.collect_state`, with each optimizer's
+    Core's `collect_state`, with each optimizer's
     state taken together with the module it trains.
     """
     return core_collect_state(
@@ -161,7 +161,7 @@ def apply_state(
 ) -> dict[str, Any]:
     """Restore ``state`` from ``checkpoint`` in place (as the setters load it); return the entries left.
 
-    Core's :func:`~fabric_core.utilities.checkpoint.apply_checkpoint`, with each optimizer's
+    Core's `apply_checkpoint`, with each optimizer's
     state loaded together with the module it trains.
     """
     named = state if isinstance(state, dict) else {}

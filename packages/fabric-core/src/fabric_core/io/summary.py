@@ -1,9 +1,9 @@
 """What a checkpoint holds, without loading it: the answer of ``fabric checkpoint inspect``.
 
-A :class:`CheckpointSummary` lists every tensor (name, dtype, shape, bytes) and every other
+A `CheckpointSummary` lists every tensor (name, dtype, shape, bytes) and every other
 entry of a checkpoint, with its format and, where the checkpoint records them, the strategy
-and world size that wrote it. :func:`describe_file` reads a single ``torch.save`` file
-memory-mapped, so tensor bytes are not read; :class:`~fabric_core.io.formats.CheckpointFormat`
+and world size that wrote it. `describe_file` reads a single ``torch.save`` file
+memory-mapped, so tensor bytes are not read; `CheckpointFormat`
 subclasses describe directories.
 """
 

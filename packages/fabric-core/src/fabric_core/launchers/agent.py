@@ -1,13 +1,13 @@
 """Running workers under PyTorch's elastic agent (what ``torchrun`` uses).
 
-One function, :func:`run_agent`, turns a few fabric settings into a
+One function, `run_agent`, turns a few fabric settings into a
 ``torch.distributed.launcher.LaunchConfig`` and runs the agent. The agent starts the
 workers, forms the rendezvous, restarts the group up to ``max_restarts`` times, and when
-one worker fails stops the others; the failure comes back as :class:`WorkersFailedError`
+one worker fails stops the others; the failure comes back as `WorkersFailedError`
 naming the ranks. When the agent itself gets SIGTERM (a scheduler preempting the job),
 SIGINT, SIGHUP, SIGQUIT or SIGUSR1 (SLURM's warning before a time limit), it passes the
 signal on to every worker, waits up to ``grace_period`` seconds for them to save and
-leave, kills the rest, and :class:`WorkersStoppedError` says so in one line.
+leave, kills the rest, and `WorkersStoppedError` says so in one line.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class AgentSettings:
         node_rank: This node's rank (0 hosts the rendezvous).
         main_address: Address of node 0.
         main_port: Rendezvous port on node 0; a free port for a single node when ``None``,
-            :data:`DEFAULT_MULTI_NODE_PORT` for several nodes.
+            `DEFAULT_MULTI_NODE_PORT` for several nodes.
         max_restarts: How often the whole group is restarted after a failure.
         start_method: ``"spawn"`` or ``"fork"`` for function entrypoints (scripts always run
             as new interpreters).
@@ -268,7 +268,7 @@ def run_agent(
 
 
 def fit_thread_pools() -> None:
-    """In a worker, size torch's thread pools to ``OMP_NUM_THREADS`` (which :func:`run_agent` sets).
+    """In a worker, size torch's thread pools to ``OMP_NUM_THREADS`` (which `run_agent` sets).
 
     torch reads ``OMP_NUM_THREADS`` once, when it starts. A worker forked from a process
     that had imported torch keeps that process's thread count instead (every core), so
@@ -381,7 +381,7 @@ def _message_of(message: Any) -> str:
 
 
 def _failure_of(rank: int, failure: Any) -> WorkerFailure:
-    """A :class:`WorkerFailure` from the agent's ``ProcessFailure``, with the blame fabric recorded."""
+    """A `WorkerFailure` from the agent's ``ProcessFailure``, with the blame fabric recorded."""
     message = failure.message
     info = message.get("extraInfo", {}).get("fabric", {}) if isinstance(message, dict) else {}
     blames = info.get("blame", []) if isinstance(info, dict) else []

@@ -52,7 +52,7 @@ class ElasticLauncher(Launcher):
 
     When the processes already exist (``fabric run``, ``torchrun``, ``srun``, ...) the
     launcher joins them instead: the script runs unchanged either way. In each worker it
-    installs :mod:`~fabric_core.launchers.worker_exit`, so an error reaches the agent and
+    installs `worker_exit`, so an error reaches the agent and
     the exit status survives the interpreter's teardown.
 
     Args:

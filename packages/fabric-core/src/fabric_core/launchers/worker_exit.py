@@ -1,8 +1,8 @@
 """How a worker process ends: its error reaches the agent, and its exit status survives teardown.
 
-The launcher installs this in each worker it starts (:func:`install_worker_exit`); a
+The launcher installs this in each worker it starts (`install_worker_exit`); a
 strategy that forms a process group asks for the group to be destroyed at exit
-(:func:`destroy_process_group_at_exit`), which the installed exit does itself.
+(`destroy_process_group_at_exit`), which the installed exit does itself.
 
 Two problems are solved here, both only under PyTorch's elastic agent (``fabric run``,
 ``torchrun``, the launchers of ``ddp`` and ``ddp_spawn``):
@@ -49,7 +49,7 @@ def destroy_process_group_at_exit() -> None:
     """Destroy the default process group when the interpreter exits (registered once).
 
     A process that exits with its gloo group alive can abort in the group's destructor.
-    Where :func:`install_worker_exit` is active it destroys the group itself, last.
+    Where `install_worker_exit` is active it destroys the group itself, last.
     """
     _WORKER_EXIT.destroy_group_at_exit()
 
@@ -105,7 +105,7 @@ def record_for_agent(error: BaseException) -> None:
 
     The format is torch's (``ErrorHandler.record_exception``): the agent reads the message
     and time. Unlike torch's, the write is atomic. An error with an ``agent_info`` dict (e.g.
-    :class:`~fabric_core.utilities.collective_watch.CollectiveTimeoutError`, naming the ranks
+    `CollectiveTimeoutError`, naming the ranks
     to blame) adds it under ``extraInfo["fabric"]`` for the launcher's summary.
     """
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")

@@ -5,7 +5,7 @@ Importable as from ``lightning.fabric.loggers``::
     from fabric_core.loggers import CSVLogger, TensorBoardLogger
 
 Pass them to ``Fabric(loggers=...)``. Any object with a ``log_metrics(metrics, step)``
-method works as a logger too; :class:`Logger` is the base class of the shipped ones.
+method works as a logger too; `Logger` is the base class of the shipped ones.
 Each name is imported on first access (``TensorBoardLogger`` needs the optional
 ``tensorboard`` package: ``pip install 'fabric-core[tensorboard]'``).
 """

@@ -59,7 +59,7 @@ class FolderLogger(Logger):
 
     @property
     def name(self) -> str:
-        """The experiment's folder under :attr:`save_dir` (``""`` when writing directly into it)."""
+        """The experiment's folder under `save_dir` (``""`` when writing directly into it)."""
         return self._name
 
     @property

@@ -32,14 +32,14 @@ class CSVLogger(FolderLogger):
         print(open(f"{logger.log_dir}/metrics.csv").read())  # step,loss,lr / 0,0.5,0.1
 
     Rows are kept in memory and written every ``flush_logs_every_n_steps`` calls, on
-    :meth:`save` and :meth:`finalize`, when the logger is garbage-collected, and when the
+    `save` and `finalize`, when the logger is garbage-collected, and when the
     interpreter exits (also after an uncaught exception), so a crash that kills the
     process outright loses at most the rows not yet written. Rows are appended to the
     file; when a metric name appears that the file has no column for, the file is
     rewritten with the wider header (into a temporary file that then replaces it, so it
     is never half-written). A run given an existing ``version`` continues that run's file.
 
-    :meth:`log_hyperparams` writes ``hparams.yaml`` next to it when PyYAML is installed,
+    `log_hyperparams` writes ``hparams.yaml`` next to it when PyYAML is installed,
     else ``hparams.json``.
 
     Args:
@@ -109,7 +109,7 @@ class CSVLogger(FolderLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
-        """Write ``params`` to ``hparams.yaml`` in :attr:`log_dir` (``hparams.json`` without PyYAML).
+        """Write ``params`` to ``hparams.yaml`` in `log_dir` (``hparams.json`` without PyYAML).
 
         ``params`` is a dict, an ``argparse.Namespace`` or a dataclass instance; values YAML
         cannot hold (paths, dtypes, ...) are written as text. Later calls add to the file.

@@ -1,7 +1,7 @@
 """The base class of fabric-core's loggers, and what ``Fabric(loggers=...)`` asks of a logger.
 
 A logger needs one method: ``log_metrics(metrics, step)``. ``Fabric`` takes any object
-that has it (duck typing); subclassing :class:`Logger` adds the optional methods with
+that has it (duck typing); subclassing `Logger` adds the optional methods with
 do-nothing defaults, so a loop can call ``log_hyperparams`` and ``finalize`` on every
 logger it has.
 """
@@ -18,7 +18,7 @@ __all__ = ["Logger"]
 class Logger(ABC):
     """A place metrics go: a file, a dashboard, a service.
 
-    Subclasses implement :meth:`log_metrics`; everything else is optional. Example::
+    Subclasses implement `log_metrics`; everything else is optional. Example::
 
         from fabric_core import Fabric
         from fabric_core.loggers import Logger
@@ -33,13 +33,13 @@ class Logger(ABC):
         fabric.log("loss", 0.5, step=0)  # prints: 0 {'loss': 0.5}
 
     ``Fabric`` calls ``log_metrics`` in every process; a logger that writes files writes
-    from global rank 0 only (as :class:`~fabric_core.loggers.CSVLogger` and
-    :class:`~fabric_core.loggers.TensorBoardLogger` do).
+    from global rank 0 only (as `CSVLogger` and
+    `TensorBoardLogger` do).
     """
 
     @property
     def name(self) -> str | None:
-        """The experiment's name (a folder under :attr:`save_dir` for file loggers), or ``None``."""
+        """The experiment's name (a folder under `save_dir` for file loggers), or ``None``."""
         return None
 
     @property
@@ -78,6 +78,6 @@ class Logger(ABC):
     def finalize(self, status: str = "success") -> None:
         """Flush and close at the end of the run; ``status`` is ``"success"``, ``"failed"``, ...
 
-        The base class calls :meth:`save`.
+        The base class calls `save`.
         """
         self.save()

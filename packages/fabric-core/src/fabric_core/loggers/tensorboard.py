@@ -47,7 +47,7 @@ class TensorBoardLogger(FolderLogger):
             ``"lightning_logs"``); ``""`` or ``None`` writes the versions directly into it.
         version: An ``int`` writes into ``version_<int>``, a string into a folder of that
             name; ``None`` (default) takes the next free ``version_N``.
-        default_hp_metric: When :meth:`log_hyperparams` gets no ``metrics``, log
+        default_hp_metric: When `log_hyperparams` gets no ``metrics``, log
             ``hp_metric = -1`` so that TensorBoard's HPARAMS tab shows the run (as Lightning).
         prefix: Put before every metric name, joined with ``-``.
         sub_dir: A folder inside the version folder to write the events into.

@@ -1,7 +1,7 @@
 """Strategies: how a training loop runs across devices, processes and nodes.
 
-``fabric-core`` ships :class:`SingleDeviceStrategy` (``"single_device"``) and
-:class:`DataParallelStrategy` (``"dp"``). Plugin distributions add the rest through the
+``fabric-core`` ships `SingleDeviceStrategy` (``"single_device"``) and
+`DataParallelStrategy` (``"dp"``). Plugin distributions add the rest through the
 ``fabric`` entry-point group; ``STRATEGY_REGISTRY`` lists everything installed.
 
 The first-party plugins' classes can be imported from here too, as from

@@ -14,7 +14,7 @@ from fabric_core.precision.precision import Precision
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """The resolved settings of a ``Fabric(...)`` call, passed to :meth:`Strategy.configure`.
+    """The resolved settings of a ``Fabric(...)`` call, passed to `Strategy.configure`.
 
     A strategy takes what it needs and raises a clear error for what it cannot honour,
     so the connector never inspects concrete strategy types.

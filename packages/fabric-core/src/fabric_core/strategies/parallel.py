@@ -40,8 +40,8 @@ class ParallelStrategy(Strategy, ABC):
     """A strategy with one process per device, joined in a ``torch.distributed`` process group.
 
     It reads ranks from the cluster environment, forms the default process group in
-    :meth:`setup_environment`, implements the collectives with ``torch.distributed``
-    and destroys the group in :meth:`teardown`. Subclasses decide how the module is
+    `setup_environment`, implements the collectives with ``torch.distributed``
+    and destroys the group in `teardown`. Subclasses decide how the module is
     wrapped (DDP, FSDP, DeepSpeed, ...).
 
     Args:
@@ -52,11 +52,11 @@ class ParallelStrategy(Strategy, ABC):
         cluster_environment: Where ranks come from; detected when omitted.
         process_group_backend: ``"gloo"``, ``"nccl"``, ...; the accelerator's default when omitted.
         timeout: How long collectives wait for the other processes before failing on every rank
-            with the ranks that did not arrive (``None``: :data:`DEFAULT_TIMEOUT`, 5 minutes, on
+            with the ranks that did not arrive (``None``: `DEFAULT_TIMEOUT`, 5 minutes, on
             gloo; torch's default for other backends, 10 minutes for NCCL).
         start_method: How ``fabric.launch()`` starts the processes: ``"popen"`` re-runs the
             script, ``"spawn"`` and ``"fork"`` run ``fabric.launch(fn)``'s function (see
-            :class:`~fabric_core.launchers.ElasticLauncher`).
+            `ElasticLauncher`).
         precision: Lightning Fabric's name for ``precision_plugin``.
 
     Everything after ``precision_plugin`` is keyword-only.
@@ -182,14 +182,14 @@ class ParallelStrategy(Strategy, ABC):
     # -- process group ------------------------------------------------------------------
 
     def setup_environment(self) -> None:
-        """Select this process's device, then join the default process group (:meth:`setup_distributed`)."""
+        """Select this process's device, then join the default process group (`setup_distributed`)."""
         super().setup_environment()
         self.setup_distributed()
 
     def setup_distributed(self) -> None:
-        """Form (or join) the default process group: the distributed step of :meth:`setup_environment`.
+        """Form (or join) the default process group: the distributed step of `setup_environment`.
 
-        The default is :meth:`setup_process_group`; strategies whose library forms the group
+        The default is `setup_process_group`; strategies whose library forms the group
         itself override it.
         """
         self.setup_process_group()

@@ -1,8 +1,8 @@
 """Small helpers shared by fabric-core and the plugins.
 
 The names Lightning Fabric's ``lightning.fabric.utilities`` offers are importable from
-here, each loaded on first access, as are fabric's own :class:`CheckpointManager` and
-:class:`Preemption` and :class:`RandomState`.
+here, each loaded on first access, as are fabric's own `CheckpointManager` and
+`Preemption` and `RandomState`.
 """
 
 from fabric_core.lazy import lazy_exports

@@ -85,7 +85,7 @@ def convert_to_tensors(data: Any, device: torch.device | str | None = None) -> A
 
 
 def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
-    """Move every tensor in ``batch`` to ``device`` (Lightning's name for :func:`move_to_device`)."""
+    """Move every tensor in ``batch`` to ``device`` (Lightning's name for `move_to_device`)."""
     return move_to_device(batch, torch.device(device) if isinstance(device, int) else device)
 
 

@@ -3,7 +3,7 @@
 Loading checks what it can before it changes anything: that each entry is the kind of state
 its object takes (a model's state dict for a model, an optimizer's for an optimizer: names
 swapped in the state are caught here), that a plain ``state_dict`` file is not mistaken for a
-fabric checkpoint, and, for a module, that keys and shapes fit (:func:`module_mismatch`).
+fabric checkpoint, and, for a module, that keys and shapes fit (`module_mismatch`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def module_mismatch(
     requires (lazy parameters take any shape). A module that changes what it loads (a
     submodule overriding ``_load_from_state_dict``, such as batch norm, or a load-state-dict
     hook, such as spectral norm's) cannot be judged beforehand: for it this returns None and
-    ``load_state_dict`` decides (whose error :func:`apply_checkpoint` rewords the same way).
+    ``load_state_dict`` decides (whose error `apply_checkpoint` rewords the same way).
     """
     if not _loads_as_it_saves(module):
         return None
@@ -266,7 +266,7 @@ def apply_checkpoint(
     load_module: Callable[[nn.Module, Any, bool], None] | None = None,
     load_optimizer: Callable[[Optimizer, Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Restore the objects in ``state`` from ``checkpoint`` in place: the inverse of :func:`collect_state`.
+    """Restore the objects in ``state`` from ``checkpoint`` in place: the inverse of `collect_state`.
 
     Modules and optimizers load their entry through ``load_module(module, value, strict)``
     / ``load_optimizer(optimizer, value)`` when given (a sharded strategy scatters or
@@ -280,7 +280,7 @@ def apply_checkpoint(
         checkpoint: The loaded checkpoint.
         strategy: Gives the loaders not passed as hooks.
         strict: Require every name in ``state`` to be in the checkpoint (see
-            :func:`check_entries`); passed on to ``load_module``.
+            `check_entries`); passed on to ``load_module``.
         path: Where the checkpoint was read from, named in the error.
         load_module: Loads a module's entry, with ``strict``.
         load_optimizer: Loads an optimizer's entry.

@@ -1,7 +1,7 @@
 """Resuming from the latest checkpoint: keep the last few, find the newest, load it.
 
 A job restarted by ``fabric run --max-restarts N``, requeued by SLURM or resubmitted after
-a preemption runs the same script again; with :class:`CheckpointManager` the script picks
+a preemption runs the same script again; with `CheckpointManager` the script picks
 up at the step it last saved::
 
     from fabric_core.utilities.checkpoint_manager import CheckpointManager

@@ -3,8 +3,8 @@
 ``torch.distributed`` on gloo raises on a rank whose collective waited longer than the
 process group's timeout, but only there, and only with "Timed out waiting 300000ms for
 recv operation": the rank that never came keeps running, and the launcher blames the rank
-that waited. Fabric's collectives (:mod:`fabric_core.utilities.collectives`) therefore
-run inside :func:`watched`, and every process of a group with more than one rank runs a
+that waited. Fabric's collectives (`fabric_core.utilities.collectives`) therefore
+run inside `watched`, and every process of a group with more than one rank runs a
 small watch thread. On a timeout:
 
 1. The rank that timed out first posts a *report* (operation, its number in this
@@ -13,7 +13,7 @@ small watch thread. On a timeout:
 2. Every rank's watch thread answers with its *state*: the collective it is in, if any,
    and its main thread's Python stack (``sys._current_frames``).
 3. The reporting rank writes the *verdict*: which ranks arrived and which did not, with
-   each rank's stack. Every rank that waited raises :class:`CollectiveTimeoutError` with
+   each rank's stack. Every rank that waited raises `CollectiveTimeoutError` with
    it; a rank that did not arrive prints it, records it for the elastic agent (so the
    launcher's summary blames that rank) and leaves with exit code 1 from its watch thread,
    since its main thread may be anywhere, even in native code that cannot be interrupted.
@@ -98,7 +98,7 @@ class CollectiveTimeoutError(RuntimeError):
 
 @contextlib.contextmanager
 def watched(operation: str) -> Iterator[None]:
-    """Run one collective; if it times out, raise :class:`CollectiveTimeoutError` on every rank.
+    """Run one collective; if it times out, raise `CollectiveTimeoutError` on every rank.
 
     Outside a process group of several ranks this does nothing.
     """

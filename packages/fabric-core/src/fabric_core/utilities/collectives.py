@@ -1,6 +1,6 @@
 """Thin helpers over ``torch.distributed`` collectives with fabric's argument conventions.
 
-Each runs inside :func:`~fabric_core.utilities.collective_watch.watched`: one that times
+Each runs inside `watched`: one that times
 out fails on every rank with the ranks that did not arrive and their stacks.
 """
 
@@ -31,7 +31,7 @@ REDUCE_OPS: Final[dict[str, Any]] = {
 def check_reduce_op(reduce_op: object) -> None:
     """Refuse a ``reduce_op`` that no collective understands, whatever the number of processes.
 
-    Accepted: ``None`` (the strategy's default), a name of :data:`REDUCE_OPS` in any case, or a
+    Accepted: ``None`` (the strategy's default), a name of `REDUCE_OPS` in any case, or a
     ``torch.distributed.ReduceOp``. With one process nothing is reduced, so without this check
     a typo would pass unnoticed until the run has several.
 

@@ -50,7 +50,7 @@ def with_distributed_sampler(
       (shuffling kept; the shard changes each epoch through ``set_epoch``, which
       ``FabricDataLoader`` calls).
     - Any other sampler (``SubsetRandomSampler``, ``WeightedRandomSampler``, your own) is
-      wrapped in a :class:`DistributedSamplerWrapper`: each process takes every
+      wrapped in a `DistributedSamplerWrapper`: each process takes every
       ``num_replicas``-th index the original sampler yields.
     - A loader that already has a ``DistributedSampler``, or an iterable-style dataset
       (which shards itself), is returned unchanged.
@@ -91,7 +91,7 @@ def with_distributed_sampler(
 
 
 def with_worker_seeding(dataloader: DataLoader, rank: int) -> DataLoader:
-    """``dataloader`` with :func:`~fabric_core.utilities.seed.worker_init_function` run in each worker.
+    """``dataloader`` with `worker_init_function` run in each worker.
 
     A ``worker_init_fn`` the loader already has runs after the seeding. A loader without
     workers (``num_workers=0``) is returned unchanged: the main process is seeded already.

@@ -6,7 +6,7 @@
 - a list or tuple of device indices: ``[0, 2]``;
 - a string: ``"2"`` (a count), ``"0,1"`` or ``"1,"`` (indices), ``"-1"`` (all), ``"auto"``.
 
-:func:`parse_devices` turns any of these into a :class:`DeviceRequest`.
+`parse_devices` turns any of these into a `DeviceRequest`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A dry run of a strategy's memory: per-rank bytes of parameters, gradients and optimizer state.
 
-:func:`estimate_memory` answers "will this fit?" before any process starts. It builds the
+`estimate_memory` answers "will this fit?" before any process starts. It builds the
 strategy the way ``Fabric(...)`` does (the connector, without launching or joining a
 process group), builds the model on the meta device (nothing is allocated), and asks the
-strategy how it lays that model out: :meth:`Strategy.estimate_memory`. The default is
+strategy how it lays that model out: `Strategy.estimate_memory`. The default is
 replication (every rank holds everything); sharded strategies override it.
 
 Glossary:
@@ -76,7 +76,7 @@ def load_function(spec: str, label: str, role: str) -> Callable[..., Any]:
     (``"Model spec"``, ``"builds the model"``).
 
     Raises:
-        ValueError: As :func:`load_model_factory`.
+        ValueError: As `load_model_factory`.
     """
     source, sep, name = spec.rpartition(":")
     if not sep or not source or not name.isidentifier():

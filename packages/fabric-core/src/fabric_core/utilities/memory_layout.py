@@ -1,7 +1,7 @@
 """The arithmetic of memory estimates: the result type, and the accounting strategies share.
 
-Each strategy's :meth:`~fabric_core.strategies.strategy.Strategy.estimate_memory` builds a
-:class:`MemoryEstimate` from these helpers; :mod:`fabric_core.utilities.memory` is the entry
+Each strategy's `estimate_memory` builds a
+`MemoryEstimate` from these helpers; `fabric_core.utilities.memory` is the entry
 point that builds the strategy and the model. This module imports neither, so a strategy
 can use it without an import circle.
 """
@@ -112,7 +112,7 @@ class ByteTally:
             self.state += optimizer_state_bytes(self.optimizer, numel, itemsize, 1)
 
     def estimate(self, strategy: Strategy, world_size: int, notes: Iterable[str] = ()) -> MemoryEstimate:
-        """The totals as ``strategy``'s :class:`MemoryEstimate` over ``world_size`` processes."""
+        """The totals as ``strategy``'s `MemoryEstimate` over ``world_size`` processes."""
         return MemoryEstimate(
             strategy=type(strategy).__name__,
             world_size=world_size,

@@ -3,8 +3,8 @@
 Moving a module to a device whose tensors cannot share storage with the old ones (XLA),
 or sharding it (FSDP2's ``fully_shard``, ``parallelize_module``), registers a *new*
 ``nn.Parameter`` object in each slot. An optimizer built over the old objects would go on
-stepping tensors the model no longer uses. :class:`ParameterSlots` records which object
-replaced which; :func:`repoint_optimizer` moves an optimizer over to the new ones.
+stepping tensors the model no longer uses. `ParameterSlots` records which object
+replaced which; `repoint_optimizer` moves an optimizer over to the new ones.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ParameterSlots:
     """Where each parameter of a module is registered (owner module and attribute name).
 
     Take the slots before the module's parameters are replaced, then call
-    :meth:`replacements`::
+    `replacements`::
 
         slots = ParameterSlots(module)
         module.to(device)

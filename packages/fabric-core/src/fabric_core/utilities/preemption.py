@@ -5,9 +5,9 @@ A scheduler that preempts a job sends SIGTERM and kills it a little later (SLURM
 sends SIGUSR1 before a time limit when asked (``#SBATCH --signal=SIGUSR1@90``).
 ``fabric run`` passes these signals on to every rank and waits ``--grace-period`` seconds.
 
-:class:`Preemption` catches the signals in each rank, but only notes them: the signal can
+`Preemption` catches the signals in each rank, but only notes them: the signal can
 arrive anywhere, in the middle of a collective or of ``fabric.save``, and at a different
-step on each rank. :meth:`Preemption.requested` is where the loop asks, and every rank gets
+step on each rank. `Preemption.requested` is where the loop asks, and every rank gets
 the same answer (one all-reduce of a flag), so all of them save the same step and stop::
 
     from fabric_core.utilities.preemption import Preemption
@@ -38,8 +38,8 @@ class Preemption:
     """Note SIGTERM (and other signals when asked) instead of dying; let the loop save and stop.
 
     The handlers are installed when the object is created and the previous ones restored by
-    :meth:`close` (or at the end of a ``with`` block). While installed, the signals no
-    longer end the process: the loop must ask :meth:`requested` regularly, or the launcher
+    `close` (or at the end of a ``with`` block). While installed, the signals no
+    longer end the process: the loop must ask `requested` regularly, or the launcher
     kills the ranks when its grace period is over.
 
     Args:

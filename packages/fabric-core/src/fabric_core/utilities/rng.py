@@ -1,6 +1,6 @@
 """The state of every process's random number generators, as one entry of a checkpoint.
 
-:class:`RandomState` is a stateful object for the state given to ``fabric.save`` and
+`RandomState` is a stateful object for the state given to ``fabric.save`` and
 ``fabric.load``: a resumed run draws the same dropout masks, augmentations and shuffles as
 the uninterrupted one. Saving happens on every process, so ``state_dict`` gathers every
 rank's generators into one list indexed by global rank that is identical everywhere: a
@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["RandomState"]
 
 FORMAT: Final = "fabric.RandomState"
-"""The ``"format"`` value that marks a :meth:`RandomState.state_dict`."""
+"""The ``"format"`` value that marks a `RandomState.state_dict`."""
 VERSION: Final = 1
-"""The layout version of :meth:`RandomState.state_dict`."""
+"""The layout version of `RandomState.state_dict`."""
 _EXPECTED: Final = (
     f"the dict that RandomState.state_dict() returns ({{'format': {FORMAT!r}, 'version': {VERSION}, "
     "'ranks': [one dict of generator states per global rank]}})"
@@ -97,7 +97,7 @@ class RandomState:
         return {"format": FORMAT, "version": VERSION, "world_size": len(ranks), "ranks": ranks}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore this rank's generators from ``state_dict`` (as :meth:`state_dict` returned it).
+        """Restore this rank's generators from ``state_dict`` (as `state_dict` returned it).
 
         This rank's entry is checked before any generator changes. Saved at another number of
         processes, the ranks that have an entry restore it and the others keep their
@@ -105,7 +105,7 @@ class RandomState:
 
         Raises:
             TypeError: ``state_dict`` is not a dict (e.g. another entry of the checkpoint).
-            ValueError: It is a dict, but not one that :meth:`state_dict` wrote, or a
+            ValueError: It is a dict, but not one that `state_dict` wrote, or a
                 generator's state in it is damaged.
         """
         ranks = _check_state_dict(state_dict)
@@ -126,7 +126,7 @@ def _cuda_in_use() -> bool:
 
 
 def _generators() -> list[str]:
-    """The names of the generators :func:`_capture` saves in this process now."""
+    """The names of the generators `_capture` saves in this process now."""
     in_use = {"cuda": _cuda_in_use(), "numpy": "numpy" in sys.modules}
     return [name for name in ("torch", "cuda", "python", "numpy") if in_use.get(name, True)]
 
@@ -171,7 +171,7 @@ def _gather(fabric: Fabric, entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_state_dict(state_dict: Any) -> list[Any]:
-    """The list of rank entries in ``state_dict``, refusing anything :meth:`RandomState.state_dict` did not write."""
+    """The list of rank entries in ``state_dict``, refusing anything `RandomState.state_dict` did not write."""
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"RandomState.load_state_dict() got {type(state_dict).__name__} ({state_dict!r:.80}), but takes "

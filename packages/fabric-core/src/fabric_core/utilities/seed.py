@@ -16,9 +16,9 @@ __all__ = ["reset_seed", "seed_everything", "worker_init_function"]
 log = logging.getLogger("fabric_core")
 
 SEED_VARIABLE: Final = "FABRIC_GLOBAL_SEED"
-"""The seed last given to :func:`seed_everything`, exported for child processes."""
+"""The seed last given to `seed_everything`, exported for child processes."""
 SEED_WORKERS_VARIABLE: Final = "FABRIC_SEED_WORKERS"
-"""``"1"`` when :func:`seed_everything` was called with ``workers=True``."""
+"""``"1"`` when `seed_everything` was called with ``workers=True``."""
 _MAX_SEED: Final = 2**32 - 1
 
 
@@ -28,7 +28,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     Args:
         seed: The seed. When ``None``, ``FABRIC_GLOBAL_SEED`` is used if set, else 0.
         workers: Also seed every data-loader worker: loaders passed to
-            ``fabric.setup_dataloaders`` get :func:`worker_init_function` as their
+            ``fabric.setup_dataloaders`` get `worker_init_function` as their
             ``worker_init_fn`` (chained before one the loader already has), which gives each
             worker of each rank its own reproducible seed.
         verbose: Log the seed on global rank 0 (logger ``fabric_core``, INFO).
@@ -52,7 +52,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
 
 
 def reset_seed() -> None:
-    """Seed again with what :func:`seed_everything` was last given (a no-op if it never ran).
+    """Seed again with what `seed_everything` was last given (a no-op if it never ran).
 
     Useful in processes that inherit the environment but not the generators' state.
     """
@@ -63,7 +63,7 @@ def reset_seed() -> None:
 
 
 def seeding_workers() -> bool:
-    """Whether :func:`seed_everything` asked for data-loader workers to be seeded."""
+    """Whether `seed_everything` asked for data-loader workers to be seeded."""
     return os.environ.get(SEED_WORKERS_VARIABLE) == "1"
 
 
@@ -109,4 +109,4 @@ def _seed_generators(seed: int) -> None:
 
 
 pl_worker_init_function = worker_init_function
-"""Lightning Fabric's name for :func:`worker_init_function`."""
+"""Lightning Fabric's name for `worker_init_function`."""

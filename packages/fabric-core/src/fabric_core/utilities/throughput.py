@@ -1,13 +1,13 @@
 """How fast the loop runs: samples, tokens and FLOPs per second, and the model FLOPs utilisation (MFU).
 
-:class:`Throughput` turns running totals (elapsed time, batches, samples, tokens, FLOPs)
-into rates over a window of the last updates. :class:`ThroughputMonitor` is the same,
+`Throughput` turns running totals (elapsed time, batches, samples, tokens, FLOPs)
+into rates over a window of the last updates. `ThroughputMonitor` is the same,
 knowing the run from a ``Fabric`` (world size, device peak) and logging through
-``fabric.log_dict``. :func:`measure_flops` counts a model's FLOPs per step with
-``torch.utils.flop_counter``, and :func:`get_available_flops` looks up the device's peak.
+``fabric.log_dict``. `measure_flops` counts a model's FLOPs per step with
+``torch.utils.flop_counter``, and `get_available_flops` looks up the device's peak.
 
 Glossary: *device* values are this process's; *global* values are for the whole run,
-the device value times the world size (no communication; see :class:`Throughput`). MFU is
+the device value times the world size (no communication; see `Throughput`). MFU is
 achieved FLOP/s divided by the device's peak FLOP/s for the compute dtype.
 """
 
@@ -95,9 +95,9 @@ def _dtype_key(dtype: torch.dtype | str) -> str | None:
 class Throughput:
     """Rates over a window of the last ``window_size`` updates of running totals.
 
-    Call :meth:`update` after each step (or every few) with totals since the start:
+    Call `update` after each step (or every few) with totals since the start:
     elapsed seconds, batches, samples and optionally items (``lengths``, e.g. tokens)
-    and the FLOPs done since the previous update. :meth:`compute` returns:
+    and the FLOPs done since the previous update. `compute` returns:
 
     - ``time``, ``batches``, ``samples`` (and ``lengths``): the latest totals given;
     - ``device/batches_per_sec``, ``device/samples_per_sec``, ``device/items_per_sec``
@@ -127,7 +127,7 @@ class Throughput:
         print(throughput.compute()["device/items_per_sec"])  # about 100 000
 
     Args:
-        available_flops: Peak FLOP/s of one device (see :func:`get_available_flops`), for
+        available_flops: Peak FLOP/s of one device (see `get_available_flops`), for
             MFU; ``None`` when unknown.
         world_size: The number of processes, for the global values.
         window_size: How many of the latest updates the rates are computed over (at least 2).
@@ -183,7 +183,7 @@ class Throughput:
             lengths: Items (e.g. tokens) this process has processed since the start; give it
                 on every update or on none.
             flops: FLOPs this process did since the previous update (e.g.
-                :func:`measure_flops`' per-batch count times the batches since then); give
+                `measure_flops`' per-batch count times the batches since then); give
                 it on every update or on none.
 
         Raises:
@@ -267,12 +267,12 @@ class Throughput:
 
 
 class ThroughputMonitor(Throughput):
-    """:class:`Throughput` for a ``Fabric`` run: world size and peak FLOP/s from it, logging through it.
+    """`Throughput` for a ``Fabric`` run: world size and peak FLOP/s from it, logging through it.
 
-    The peak is :func:`get_available_flops` for ``fabric.device`` and the precision's
+    The peak is `get_available_flops` for ``fabric.device`` and the precision's
     compute dtype (``bf16-mixed`` computes in bfloat16); on a CPU it is unknown, so there
     is no MFU. Global rates are device rates times ``fabric.world_size`` (see
-    :class:`Throughput`). Example::
+    `Throughput`). Example::
 
         import time
 
@@ -321,7 +321,7 @@ class ThroughputMonitor(Throughput):
         self.step = -1
 
     def compute_and_log(self, step: int | None = None) -> dict[str, int | float]:
-        """:meth:`compute`, logged with ``fabric.log_dict`` on global rank 0; returns the metrics on every rank.
+        """`compute`, logged with ``fabric.log_dict`` on global rank 0; returns the metrics on every rank.
 
         Args:
             step: The step to log at; ``None`` takes one more than the last.
