@@ -76,10 +76,16 @@ class Headline:
     unit: str
     target: float | None
 
+    @property
+    def digits(self) -> int:
+        """Decimals shown: three for a ratio (``x``), where 1.0 would hide the difference; else one."""
+        return 3 if self.unit == "x" else 1
+
     def row(self) -> str:
         """``label  median unit  IQR  target``."""
-        figure = f"{self.summary['median']:.1f} {self.unit}"
-        iqr = f"IQR {self.summary['q25']:.1f}..{self.summary['q75']:.1f}"
+        d = self.digits
+        figure = f"{self.summary['median']:.{d}f} {self.unit}"
+        iqr = f"IQR {self.summary['q25']:.{d}f}..{self.summary['q75']:.{d}f}"
         verdict = ""
         if self.target is not None:
             met = "met" if self.summary["median"] <= self.target else "MISSED"
@@ -87,12 +93,12 @@ class Headline:
         return f"  {self.label:<48} {figure:>11}  {iqr:<18} {verdict}"
 
     def markdown_row(self) -> str:
-        """The same as a Markdown table row (see :data:`MARKDOWN_HEADER`)."""
-        s = self.summary
+        """The same as a Markdown table row (see ``MARKDOWN_HEADER``)."""
+        s, d = self.summary, self.digits
         target = "" if self.target is None else f"≤ {self.target:g} {self.unit}"
         return (
-            f"| {self.label} | {s['median']:.1f} {self.unit} | {s['q25']:.1f} .. {s['q75']:.1f} "
-            f"| {s['p10']:.1f} .. {s['p90']:.1f} | {target} |"
+            f"| {self.label} | {s['median']:.{d}f} {self.unit} | {s['q25']:.{d}f} .. {s['q75']:.{d}f} "
+            f"| {s['p10']:.{d}f} .. {s['p90']:.{d}f} | {target} |"
         )
 
 
