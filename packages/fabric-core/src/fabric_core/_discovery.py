@@ -274,9 +274,11 @@ def _api_versions(declared: object) -> list[int] | None:
 
 def _info_for(entry_point: EntryPoint) -> PluginInfo:
     dist = entry_point.dist
-    distribution = dist.name if dist is not None else "(unknown distribution)"
-    version = dist.version if dist is not None else ""
-    return PluginInfo(entry_point.name, entry_point.value, distribution, version)
+    if dist is None:
+        return PluginInfo(entry_point.name, entry_point.value, "(unknown distribution)", "")
+    # Once: ``dist.name`` and ``dist.version`` would each parse the whole METADATA file.
+    metadata = dist.metadata
+    return PluginInfo(entry_point.name, entry_point.value, metadata["Name"], metadata["Version"])
 
 
 def _core_version() -> str:
