@@ -148,7 +148,9 @@ def _draw_step_overhead(plt: Any, results: Result) -> Any:
         axis.barh(names, medians, xerr=_errors(summaries), color="#4c72b0", capsize=3)
         for index, (value, summary) in enumerate(zip(medians, summaries, strict=True)):
             # Right of the whisker, where the label does not cross it.
-            axis.annotate(f"  {value:.1f} µs", (max(value, summary["q75"], 0), index), va="center", fontsize=9)
+            axis.annotate(
+                f"  {value:.1f} µs", (max(value, summary["q75"], 0), index), va="center", fontsize=9
+            )
         axis.axvline(steps["target_us"], color="#c44e52", linestyle="--", linewidth=1)
         axis.set_xscale("symlog", linthresh=10)
         axis.set_xlim(left=min(0, *medians) * 1.2, right=max(*medians, 10) * 3)
