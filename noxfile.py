@@ -133,7 +133,7 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def portability(session: nox.Session) -> None:
-    """The seed's snippets, one researcher's loop under every first-party CPU strategy, the examples.
+    """The seed's snippets, the docs' code blocks, one loop under every first-party CPU strategy, the examples.
 
     The loop must give the same losses as one process and resume exactly. Needs every CPU
     plugin at once (DeepSpeed runs on its CPU accelerator, as in the
@@ -144,7 +144,9 @@ def portability(session: nox.Session) -> None:
         *TEST_TOOLS,
         *EXAMPLE_TOOLS,
         "scikit-learn",
-        *_packages("fabric-core", "fabric-ddp", "fabric-fsdp", "fabric-deepspeed"),
+        "-e",
+        f"{ROOT / 'packages' / 'fabric-core'}[tensorboard]",  # the docs' TensorBoard block runs too
+        *_packages("fabric-ddp", "fabric-fsdp", "fabric-deepspeed"),
     )
     _deepspeed_on_cpu(session)
     session.run("pytest", "tests-portability", *session.posargs)

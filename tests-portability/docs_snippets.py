@@ -6,6 +6,8 @@ before a fence says how to run it; without one the block runs alone with ``pytho
 - ``<!-- test: continue -->``: the block goes on from the previous block of the same page
   (the two run as one script, the way a reader pastes them in order);
 - ``<!-- test: launch N -->``: the script runs on N CPU processes under ``fabric run``;
+- ``<!-- test: needs MODULE -->``: the block runs where MODULE (an optional dependency,
+  such as ``tensorboard``) is installed, and is skipped, saying so, where it is not;
 - ``<!-- test: skip; REASON -->``: the block is not run here, for the reason given (hardware
   this machine lacks, a file of a package that another test installs and runs).
 
@@ -32,6 +34,7 @@ TIMEOUT_S = 240
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>`{3,})\s*(?P<info>[\w+-]*)")
 _MARKER = re.compile(r"^\s*<!--\s*test:\s*(?P<directive>.*?)\s*-->\s*$")
 _LAUNCH = re.compile(r"^launch (?P<processes>[1-9]\d*)$")
+_NEEDS = re.compile(r"^needs (?P<module>[A-Za-z_][\w.]*)$")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Snippet:
         code: The script's text.
         processes: How many processes ``fabric run`` starts; 0 runs it with plain ``python``.
         skip: Why the block is not run here; empty when it runs.
+        needs: A module the block imports that may not be installed; empty when none.
     """
 
     page: str
@@ -51,6 +55,7 @@ class Snippet:
     code: str
     processes: int = 0
     skip: str = ""
+    needs: str = ""
     lines: list[int] = field(default_factory=list)
 
     @property
@@ -110,10 +115,12 @@ def _snippets(page: str, text: str) -> Iterator[Snippet]:
             current.skip = reason
         elif launch := _LAUNCH.match(directive):
             current.processes = int(launch["processes"])
+        elif needs := _NEEDS.match(directive):
+            current.needs = needs["module"]
         elif directive:
             raise ValueError(
                 f"{page}:{line}: unknown marker <!-- test: {directive} -->; "
-                "use 'continue', 'launch N' or 'skip; REASON'."
+                "use 'continue', 'launch N', 'needs MODULE' or 'skip; REASON'."
             )
     if current is not None:
         yield current

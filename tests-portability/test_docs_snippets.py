@@ -6,6 +6,7 @@ this machine lacks is marked on its page and reported here as skipped, with the 
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def test_the_docs_have_code_blocks_to_run() -> None:
 def test_code_block_runs(snippet: Snippet, tmp_path: Path) -> None:
     if snippet.skip:
         pytest.skip(snippet.skip)
+    if snippet.needs and importlib.util.find_spec(snippet.needs) is None:
+        pytest.skip(f"needs {snippet.needs}, which is not installed here")
     run(snippet, tmp_path)
 
 
@@ -66,6 +69,9 @@ def test_markers_join_launch_and_skip_blocks(tmp_path: Path) -> None:
         (13, "b = 2\n", 2, ""),
         (19, "c = 3\n", 0, "needs 8 GPUs"),
     ]
+    assert _page(tmp_path, "<!-- test: needs tensorboard -->\n```python\nimport tensorboard\n```\n")[
+        0
+    ].needs == ("tensorboard")
 
 
 @pytest.mark.parametrize(
