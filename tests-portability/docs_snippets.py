@@ -48,6 +48,7 @@ class Snippet:
         processes: How many processes ``fabric run`` starts; 0 runs it with plain ``python``.
         skip: Why the block is not run here; empty when it runs.
         needs: A module the block imports that may not be installed; empty when none.
+        lines: The opening-fence line of every block in the script, for failure messages.
     """
 
     page: str
