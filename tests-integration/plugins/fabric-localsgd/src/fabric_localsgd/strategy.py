@@ -38,7 +38,7 @@ class LocalSGDStrategy(ParallelStrategy):
     Args:
         sync_every: Optimizer steps between two averagings.
         average_optimizer_state: Also average the optimizer's floating-point state.
-        **kwargs: Passed to :class:`~fabric_core.strategies.ParallelStrategy` (``accelerator``,
+        **kwargs: Passed to `fabric_core.strategies.ParallelStrategy` (``accelerator``,
             ``parallel_devices``, ``cluster_environment``, ``checkpoint_io``, ``precision``,
             ``process_group_backend``, ``timeout``, ``start_method``).
 
