@@ -154,7 +154,7 @@ def run(snippet: Snippet, directory: Path) -> str:
     if snippet.processes:
         command += ["-m", "fabric_core", "run", "--accelerator", "cpu", "--devices", str(snippet.processes)]
     command.append(str(script))
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     result = run_process(command, timeout=TIMEOUT_S, env=env, cwd=directory, merge_output=True)
     where = ", ".join(f"{snippet.page}:{line}" for line in snippet.lines)
     assert result.returncode == 0, (

@@ -37,7 +37,7 @@ def run_snippet(name: str, out_dir: Path) -> dict[str, Any]:
     result = run_process(
         [sys.executable, str(SCRIPT), name, str(out_dir)],
         timeout=LAUNCH_TIMEOUT_S,
-        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
     )
     output = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, f"{name}: exit {result.returncode}\n{output}"

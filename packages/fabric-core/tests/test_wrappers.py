@@ -243,39 +243,35 @@ def test_a_deep_copy_of_the_wrapped_model_runs_its_own_parameters(precision: str
     assert torch.count_nonzero(model(torch.ones(1, 4))) > 0
 
 
-class _CountingPrecision(Precision):
-    """The float32 plugin, counting the backward and optimizer-step calls it receives."""
+class _CountsCalls:
+    """Mixin for a strategy or precision plugin: records the backward and optimizer-step calls it receives."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    calls: list[str]
 
     def backward(
         self, tensor: torch.Tensor, module: nn.Module | None, *args: object, **kwargs: object
     ) -> None:
         self.calls.append("backward")
-        super().backward(tensor, module, *args, **kwargs)
+        super().backward(tensor, module, *args, **kwargs)  # type: ignore[misc]
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, **kwargs: object) -> object:
         self.calls.append("optimizer_step")
-        return super().optimizer_step(optimizer, **kwargs)
+        return super().optimizer_step(optimizer, **kwargs)  # type: ignore[misc]
 
 
-class _CountingStrategy(SingleDeviceStrategy):
-    """``single_device``, counting the backward and optimizer-step calls it receives."""
+class _CountingPrecision(_CountsCalls, Precision):
+    """The float32 plugin, counting the calls it receives."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+
+class _CountingStrategy(_CountsCalls, SingleDeviceStrategy):
+    """``single_device``, counting the calls it receives."""
 
     def __init__(self) -> None:
         super().__init__(device=torch.device("cpu"))
-        self.calls: list[str] = []
-
-    def backward(
-        self, tensor: torch.Tensor, module: nn.Module | None, *args: object, **kwargs: object
-    ) -> None:
-        self.calls.append("backward")
-        super().backward(tensor, module, *args, **kwargs)
-
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, **kwargs: object) -> object:
-        self.calls.append("optimizer_step")
-        return super().optimizer_step(optimizer, **kwargs)
+        self.calls = []
 
 
 def _one_step(fabric: Fabric) -> None:

@@ -6,7 +6,6 @@ runs several checks; the limit leaves room for a slow, busy machine.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ def launch(script: str, *args: str, timeout: float = 540) -> subprocess.Complete
     result = run_process(
         [sys.executable, str(SCRIPTS / script), *args],
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, (
         f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
