@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from fabric_core.environments.local import find_free_port
+from fabric_core.launchers.fork_gate import ForkGate
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
@@ -255,6 +256,9 @@ def run_agent(
     )
     if settings.num_nodes > 1:
         _announce_rendezvous(settings, port)
+    gate: ForkGate | None = None
+    if callable(entrypoint) and settings.start_method == "fork" and settings.nproc_per_node > 1:
+        entrypoint = gate = ForkGate(entrypoint, settings.nproc_per_node)
     with _agent_log(label, settings.max_restarts) as log:
         try:
             return launch_agent(config, entrypoint, list(args))
@@ -265,6 +269,9 @@ def run_agent(
             raise WorkersStoppedError(
                 error.sigval, settings.nproc_per_node, settings.grace_period, log.killed
             ) from None
+        finally:
+            if gate is not None:
+                gate.close()
 
 
 def fit_thread_pools() -> None:
