@@ -110,10 +110,12 @@ def xla(session: nox.Session) -> None:
 
     The pair is XLA_STACK (torch 2.9.0 from the package index is a CUDA build: about 4 GB to
     download on a fresh machine). ``--no-config`` keeps uv from applying the workspace's
-    torch constraint. The multi-process tests need a TPU and are skipped elsewhere.
+    torch constraint. The multi-process tests need a TPU and are skipped elsewhere. The XLA
+    guide's code blocks run here too, on XLA:CPU (the portability session has no torch_xla).
     """
     session.install("--no-config", *XLA_STACK, *TEST_TOOLS, *_packages("fabric-core", "fabric-xla"))
     session.run("pytest", "packages/fabric-xla/tests", *session.posargs)
+    session.run("pytest", "tests-portability/test_docs_snippets.py", "-k", "xla.md", env={"PJRT_DEVICE": "CPU"})
 
 
 @nox.session(python=PYTHON)
