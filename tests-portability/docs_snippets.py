@@ -7,7 +7,8 @@ before a fence says how to run it; without one the block runs alone with ``pytho
   (the two run as one script, the way a reader pastes them in order);
 - ``<!-- test: launch N -->``: the script runs on N CPU processes under ``fabric run``;
 - ``<!-- test: needs MODULE -->``: the block runs where MODULE (an optional dependency,
-  such as ``tensorboard``) is installed, and is skipped, saying so, where it is not;
+  such as ``tensorboard``) is installed, and is skipped, saying so, where it is not (the
+  ``torch_xla`` blocks run in the xla session, the others in the portability session);
 - ``<!-- test: skip; REASON -->``: the block is not run here, for the reason given (hardware
   this machine lacks, a file of a package that another test installs and runs).
 
