@@ -24,24 +24,39 @@ _LAUNCHES = textwrap.dedent(
     from fabric_core.launchers.elastic import attempt_store
 
 
-    def connect() -> int:
+    def connect(fail_first_attempt: bool) -> int:
+        if fail_first_attempt and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "3":
+            sys.exit(1)
         store = attempt_store("127.0.0.1", int(os.environ["MASTER_PORT"]), 8, None)
         store.set(f"rank_{os.environ['RANK']}", "here")
         return int(os.environ["RANK"])
 
 
     if __name__ == "__main__":
-        for _ in range(int(sys.argv[1])):
-            ranks = run_agent(AgentSettings(nproc_per_node=8, start_method="fork"), connect, [])
+        launches, restarts = int(sys.argv[1]), int(sys.argv[2])
+        settings = AgentSettings(nproc_per_node=8, start_method="fork", max_restarts=restarts)
+        for _ in range(launches):
+            ranks = run_agent(settings, connect, [restarts > 0])
             assert sorted(ranks.values()) == list(range(8)), ranks
         print("all launches finished")
     """
 )
 
 
-def test_eight_forked_workers_connect_to_the_agents_store_in_every_launch(tmp_path: Path) -> None:
+def _launch(tmp_path: Path, launches: int, restarts: int) -> None:
     script = tmp_path / "launches.py"
     script.write_text(_LAUNCHES)
-    result = run_process([sys.executable, str(script), "20"], timeout=90, merge_output=True)
+    result = run_process(
+        [sys.executable, str(script), str(launches), str(restarts)], timeout=90, merge_output=True
+    )
     assert result.returncode == 0, result.stdout
     assert "all launches finished" in result.stdout
+
+
+def test_eight_forked_workers_connect_to_the_agents_store_in_every_launch(tmp_path: Path) -> None:
+    _launch(tmp_path, launches=20, restarts=0)
+
+
+def test_a_restarted_attempt_passes_the_gate_again(tmp_path: Path) -> None:
+    """Rank 3 fails the first attempt; the agent restarts all 8 workers, which meet again."""
+    _launch(tmp_path, launches=2, restarts=1)

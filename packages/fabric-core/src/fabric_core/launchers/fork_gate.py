@@ -46,8 +46,10 @@ class ForkGate:
         if local_rank == self._workers - 1:
             os.write(self._write, bytes([attempt]) * (self._workers - 1))
         else:
-            while os.read(self._read, 1) != bytes([attempt]):
-                pass  # a byte of an earlier attempt
+            while (byte := os.read(self._read, 1)) != bytes([attempt]):
+                if not byte:  # cannot happen while this worker holds a write end; never spin
+                    raise RuntimeError("The launcher's fork gate closed before the last worker started.")
+                # else a byte left over by an earlier attempt
         return self._function(*args)
 
     def close(self) -> None:
