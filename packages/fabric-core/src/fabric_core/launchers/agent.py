@@ -65,7 +65,8 @@ class AgentSettings:
             `DEFAULT_MULTI_NODE_PORT` for several nodes.
         max_restarts: How often the whole group is restarted after a failure.
         start_method: ``"spawn"`` or ``"fork"`` for function entrypoints (scripts always run
-            as new interpreters).
+            as new interpreters). Forked workers wait until the last of them is forked
+            before they run the function (``fabric_core.launchers.fork_gate``).
         run_id: Identifies the job in the rendezvous; every node must use the same one
             (default: ``FABRIC_RUN_ID``, else derived from the rendezvous endpoint).
         grace_period: Seconds the workers get to exit after a signal was passed on to them
