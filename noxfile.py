@@ -115,7 +115,9 @@ def xla(session: nox.Session) -> None:
     """
     session.install("--no-config", *XLA_STACK, *TEST_TOOLS, *_packages("fabric-core", "fabric-xla"))
     session.run("pytest", "packages/fabric-xla/tests", *session.posargs)
-    session.run("pytest", "tests-portability/test_docs_snippets.py", "-k", "xla.md", env={"PJRT_DEVICE": "CPU"})
+    session.run(
+        "pytest", "tests-portability/test_docs_snippets.py", "-k", "xla.md", env={"PJRT_DEVICE": "CPU"}
+    )
 
 
 @nox.session(python=PYTHON)
