@@ -309,11 +309,11 @@ class Strategy:
 
     def backward(self, tensor: torch.Tensor, module: nn.Module | None, *args: Any, **kwargs: Any) -> None:
         """Run the backward pass through the precision plugin."""
-        (self._precision or self.precision).backward(tensor, module, *args, **kwargs)
+        self.precision.backward(tensor, module, *args, **kwargs)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Step the optimizer through the precision plugin."""
-        return (self._precision or self.precision).optimizer_step(optimizer, **kwargs)
+        return self.precision.optimizer_step(optimizer, **kwargs)
 
     def forward_backward(
         self,
