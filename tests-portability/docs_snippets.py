@@ -22,7 +22,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fabric_core.testing.processes import run_process
@@ -44,21 +44,25 @@ class Snippet:
 
     Attributes:
         page: The Markdown file, relative to the repository.
-        line: The line of the first block's opening fence (1-based).
         code: The script's text.
+        lines: The opening-fence line (1-based) of every block in the script, the first
+            block's first.
         processes: How many processes ``fabric run`` starts; 0 runs it with plain ``python``.
         skip: Why the block is not run here; empty when it runs.
         needs: A module the block imports that may not be installed; empty when none.
-        lines: The opening-fence line of every block in the script, for failure messages.
     """
 
     page: str
-    line: int
     code: str
+    lines: list[int]
     processes: int = 0
     skip: str = ""
     needs: str = ""
-    lines: list[int] = field(default_factory=list)
+
+    @property
+    def line(self) -> int:
+        """The line of the first block's opening fence."""
+        return self.lines[0]
 
     @property
     def name(self) -> str:
@@ -109,7 +113,7 @@ def _snippets(page: str, text: str) -> Iterator[Snippet]:
             continue
         if current is not None:
             yield current
-        current = Snippet(page=page, line=line, code=code, lines=[line])
+        current = Snippet(page=page, code=code, lines=[line])
         if directive.startswith("skip"):
             reason = directive.removeprefix("skip").lstrip(";").strip()
             if not reason:

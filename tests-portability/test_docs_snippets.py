@@ -88,6 +88,6 @@ def test_a_malformed_marker_is_an_error_not_a_silent_skip(tmp_path: Path, marker
 
 
 def test_a_failing_block_reports_where_it_is_on_the_page(tmp_path: Path) -> None:
-    snippet = Snippet(page="docs/x.md", line=7, code="raise SystemExit('broken')\n", lines=[7, 12])
+    snippet = Snippet(page="docs/x.md", code="raise SystemExit('broken')\n", lines=[7, 12])
     with pytest.raises(AssertionError, match=r"docs/x.md:7, docs/x.md:12 failed \(exit 1\):\nbroken"):
         run(snippet, tmp_path)
